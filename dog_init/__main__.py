@@ -1,0 +1,93 @@
+"""Command line: ``python -m dog_init preview|init ...`` (see ``--help``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from .families import check_size
+from .init import dog_init_
+from .mixes import MIXES, resolve_mix, sample
+from .preview import atomic_path, save_kernel_grid
+
+
+def _mix_arg(text: str):
+    """A preset name, or JSON such as '{"on_centre": 1, "first_derivative": 1}'."""
+    mix = json.loads(text) if text.lstrip().startswith("{") else text
+    resolve_mix(mix)  # fail before any work
+    return mix
+
+
+def _png(path: str) -> Path:
+    if not path.lower().endswith(".png"):
+        raise ValueError(f"--out must be a .png file, got {path!r}")
+    return Path(path)
+
+
+def preview(args) -> None:
+    out = _png(args.out)
+    check_size(args.size)
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    kernels, families = sample(args.n, args.size, args.mix, generator=torch.Generator().manual_seed(args.seed))
+    save_kernel_grid(kernels, families, out, suptitle=f"{args.n} kernels, {args.size}x{args.size}, mix {args.mix}")
+    print(f"wrote {out}")
+
+
+def init(args) -> None:
+    import timm
+
+    preview_path = _png(args.preview) if args.preview else None
+    model = timm.create_model(args.model, pretrained=False)
+    report = dog_init_(model, args.mix, scale=args.scale, seed=args.seed)
+    print(report.summary())
+    if args.report:
+        with atomic_path(args.report) as tmp:
+            tmp.write_text(json.dumps(report.to_dict(), indent=1))
+        print(f"wrote {args.report}")
+    if preview_path:
+        first = report.layers[0]
+        conv = model.get_submodule(first.name)
+        n = min(args.n, conv.out_channels)
+        save_kernel_grid(conv.weight[:n, 0], first.families[:n], preview_path,
+                         suptitle=f"{args.model}: {first.name}, first {n} of {conv.out_channels} kernels")
+        print(f"wrote {preview_path}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dog_init", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("preview", help="save a grid of sampled kernels, each titled with its family")
+    p.add_argument("--mix", type=_mix_arg, default="paper", help=f"preset ({', '.join(MIXES)}) or JSON dict")
+    p.add_argument("--size", type=int, default=7, help="odd kernel size >= 3")
+    p.add_argument("--n", type=int, default=64, help="number of kernels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="kernels.png", help="PNG path")
+    p.set_defaults(run=preview)
+    p = sub.add_parser("init", help="DoG-initialise a timm model and print / save the report")
+    p.add_argument("--model", required=True, help="timm model name, e.g. convmixer_768_32")
+    p.add_argument("--mix", type=_mix_arg, default="paper")
+    p.add_argument("--scale", default="default", help="default | match | unit | a float (kernel L2 norm)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=64, help="kernels of the first layer to draw with --preview")
+    p.add_argument("--report", help="write the InitReport as JSON here")
+    p.add_argument("--preview", help="PNG of the first depthwise layer's kernels")
+    p.set_defaults(run=init)
+    args = parser.parse_args(argv)
+    if getattr(args, "scale", None) not in (None, "default", "match", "unit"):
+        try:
+            args.scale = float(args.scale)
+        except ValueError:
+            parser.error(f"--scale must be default, match, unit or a float, got {args.scale!r}")
+    try:
+        args.run(args)
+    except ValueError as err:
+        parser.error(str(err))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

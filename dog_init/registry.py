@@ -1,0 +1,44 @@
+"""A tiny registry of initialisers, in the style of timm's ``get_init``: name -> ``fn(model, **kwargs)``."""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from .init import dog_init_
+
+__all__ = ["register_init", "get_init", "list_inits"]
+
+InitFn = Callable[..., object]
+_INITS: dict[str, InitFn] = {}
+
+
+def register_init(name: str, fn: InitFn) -> InitFn:
+    """Register ``fn(model, **kwargs)`` under ``name``; registering a taken name is an error."""
+    if name in _INITS:
+        raise ValueError(f"initialiser {name!r} is already registered; registered: {', '.join(list_inits())}")
+    _INITS[name] = fn
+    return fn
+
+
+def get_init(init: str | InitFn) -> InitFn:
+    """The initialiser registered as ``init``; a callable is returned as is."""
+    if callable(init):
+        return init
+    if init not in _INITS:
+        raise ValueError(f"unknown initialiser {init!r}; allowed: {', '.join(list_inits())} or a callable")
+    return _INITS[init]
+
+
+def list_inits() -> list[str]:
+    return sorted(_INITS)
+
+
+def keep_default_(model: nn.Module, **_ignored) -> None:
+    """Leave ``model`` as its constructor initialised it (the paper's "Kaiming" baseline)."""
+    return None
+
+
+register_init("dog", dog_init_)
+register_init("default", keep_default_)
+register_init("kaiming", keep_default_)
