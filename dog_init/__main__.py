@@ -16,8 +16,11 @@ from .preview import atomic_path, save_kernel_grid
 
 def _mix_arg(text: str):
     """A preset name, or JSON such as '{"on_centre": 1, "first_derivative": 1}'."""
-    mix = json.loads(text) if text.lstrip().startswith("{") else text
-    resolve_mix(mix)  # fail before any work
+    try:
+        mix = json.loads(text) if text.lstrip().startswith("{") else text
+        resolve_mix(mix)  # fail before any work
+    except ValueError as err:  # json.JSONDecodeError is a ValueError too
+        raise argparse.ArgumentTypeError(str(err)) from None
     return mix
 
 

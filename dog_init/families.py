@@ -238,6 +238,9 @@ def sample_params(family: str, n: int, *, generator: torch.Generator | None = No
                 raise ValueError(f"unknown {name} {value!r} for family {family!r}; allowed: {', '.join(names)}")
             value = float(names.index(value))
         value = torch.as_tensor(value, dtype=torch.float32)
+        if name in _NAMED_VALUES and not bool(torch.isin(value, torch.arange(len(_NAMED_VALUES[name]))).all()):
+            allowed = ", ".join(f"{i} ({n})" for i, n in enumerate(_NAMED_VALUES[name]))
+            raise ValueError(f"{name} must be one of {allowed}, got {value.tolist()}")
         if value.ndim > 1 or (value.ndim == 1 and value.shape[0] != n):
             raise ValueError(f"fixed parameter {name!r} must be a scalar or shape ({n},), got {tuple(value.shape)}")
         params[name] = value.expand(n).clone()

@@ -8,6 +8,7 @@ family the same share.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Mapping, Union
 
 import torch
@@ -39,10 +40,9 @@ def resolve_mix(mix: Mix) -> dict[str, float]:
         raise ValueError(f"unknown family {unknown[0]!r} in mix; allowed: {', '.join(FAMILIES)}")
     weights = {}
     for name, weight in mix.items():
-        try:
-            weight = float(weight)
-        except (TypeError, ValueError):
-            raise ValueError(f"mix weight for {name!r} must be a number, got {weight!r}") from None
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
+            raise ValueError(f"mix weight for {name!r} must be a number, got {weight!r}")
+        weight = float(weight)
         if math.isnan(weight) or math.isinf(weight) or weight < 0:
             raise ValueError(f"mix weight for {name!r} must be finite and >= 0, got {weight!r}")
         weights[name] = weight
@@ -60,8 +60,11 @@ def allocate(n: int, mix: Mix) -> dict[str, int]:
     """
     shares = resolve_mix(mix)
     exact = {name: n * share for name, share in shares.items()}
-    counts = {name: math.floor(value) for name, value in exact.items()}
-    order = sorted(shares, key=lambda name: -(exact[name] - counts[name]))  # stable: FAMILIES order breaks ties
+    # Round away float noise (n * 0.075 = 86.39999999999999 vs n * 0.45 = 518.4) so equal remainders tie and
+    # the tie rule, not the last bit of a share, decides; the same mix normalised twice then allocates the same.
+    counts = {name: math.floor(value + 1e-9) for name, value in exact.items()}
+    remainder = {name: round(exact[name] - counts[name], 9) for name in exact}
+    order = sorted(shares, key=lambda name: (-remainder[name], FAMILIES.index(name)))
     for name in order[: n - sum(counts.values())]:
         counts[name] += 1
     return counts

@@ -1,0 +1,166 @@
+"""Train the classifiers shipped in ``analysis/weights`` (``make classifiers``), recording exactly what went in.
+
+Material per kernel size, all available offline:
+
+* synthetic: ``synthetic.noisy_family_kernels`` (every DoG family, noise up to half the kernel's norm, random gain and
+  offset); second derivatives are drawn twice as often because they have 6 subtypes to the others' 1-4;
+* real: the trained depthwise kernels in ``../shared/data/kernels`` (EfficientNet-Lite0, MCUNet, the 8 ConvNeXtV2
+  master-key filters), each augmented by the 8 symmetries of the square and by negation, since every cluster's
+  rotations, reflections and opposite sign are clusters too (Sec. 4). The deepest quarter of EfficientNet-Lite0's
+  rows is held out of training and reported separately, as a check on kernels the classifier has not seen.
+
+The untrained MCUNet kernels are the negative control: never trained on, reported as the clustered share of noise.
+Every figure this module measures is stored under ``"evaluation"`` in the classifier's JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .autoencoder import AutoencoderConfig, fit_autoencoder
+from .classifier import KernelClassifier
+from .kmeans3 import fit_kmeans3
+from .labels import families_for
+from .preprocess import degenerate
+from .synthetic import noisy_family_kernels
+
+__all__ = ["BundleConfig", "REAL_KERNELS", "build_classifier", "evaluate", "dihedral", "shared_kernels_dir"]
+
+REAL_KERNELS = {
+    3: ("effnet-lite0_k3.npy", "mcunet-detection_k3.npy"),
+    5: ("effnet-lite0_k5.npy", "mcunet-vww_k5.npy", "mcunet-training-demo-int8_k5.npy"),
+    7: ("mcunet-vww_k7.npy", "mcunet-training-demo-int8_k7.npy", "master-key-filters_k7.npy"),
+}
+HELD_OUT_TAIL = {"effnet-lite0_k3.npy": 0.25, "effnet-lite0_k5.npy": 0.25}   # share of rows, from the end
+NEGATIVE_CONTROL = "untrained-mcunetv2-large_k{k}.npy"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def shared_kernels_dir() -> Path:
+    """``$DOG_INIT_SHARED_DATA/kernels``, default ``../shared/data/kernels`` from the repository root."""
+    root = os.environ.get("DOG_INIT_SHARED_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    return Path(root) / "kernels"
+
+
+@dataclass
+class BundleConfig:
+    size: int
+    synthetic_per_family: int = 8000          # kernels per family (second derivative: twice that)
+    noise_range: tuple[float, float] = (0.0, 0.5)
+    real_repeats: int = 2                     # how often each augmented real kernel appears per epoch
+    seed: int = 0
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+
+    def __post_init__(self):
+        self.autoencoder.size = self.size
+
+
+def dihedral(kernels: np.ndarray, negate: bool = True) -> np.ndarray:
+    """The 8 rotations / reflections of each kernel, and their negatives: (16 N, k, k)."""
+    rots = [np.rot90(kernels, r, axes=(1, 2)) for r in range(4)]
+    out = np.concatenate(rots + [r[:, :, ::-1] for r in rots])
+    return np.ascontiguousarray(np.concatenate([out, -out]) if negate else out)
+
+
+def _real_parts(size: int, folder: Path) -> tuple[list[np.ndarray], list[dict]]:
+    train, record = [], []
+    for name in REAL_KERNELS[size]:
+        arr = np.load(folder / name)
+        stop = len(arr) - int(len(arr) * HELD_OUT_TAIL.get(name, 0.0))
+        good = arr[:stop][~degenerate(arr[:stop])]
+        train.append(good)
+        record.append({"file": name, "rows": len(arr), "trained_rows": [0, stop], "non_degenerate": len(good)})
+    return train, record
+
+
+def build_classifier(config: BundleConfig, folder: Path | None = None, progress: bool = True) -> KernelClassifier:
+    """Train one bundled classifier (autoencoder for k >= 5, k-means for 3x3) and evaluate it."""
+    folder = folder or shared_kernels_dir()
+    missing = [n for n in REAL_KERNELS[config.size] if not (folder / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"real kernels missing from {folder}: {missing}; set DOG_INIT_SHARED_DATA")
+    generator = torch.Generator().manual_seed(config.seed)
+    families = families_for(config.size)
+    synthetic = [noisy_family_kernels(config.synthetic_per_family * (2 if f == "second_derivative" else 1),
+                                      config.size, families=(f,), noise_range=config.noise_range,
+                                      generator=generator)[0].numpy() for f in families]
+    real, record = _real_parts(config.size, folder)
+    real_aug = dihedral(np.concatenate(real))
+    material = np.concatenate(synthetic + [real_aug]).astype(np.float32)
+    n_syn = sum(map(len, synthetic))
+    what = {"synthetic": {"per_family": config.synthetic_per_family, "families": list(families),
+                          "second_derivative_factor": 2, "noise_range": list(config.noise_range),
+                          "kernels": n_syn, "seed": config.seed},
+            "real": record, "real_augmentation": "8 dihedral symmetries x {+1, -1}",
+            "real_kernels_after_augmentation": len(real_aug), "real_repeats": config.real_repeats}
+    started = time.time()
+    if config.size == 3:
+        clf = fit_kmeans3(material, seed=config.seed, meta={"trained_on": what})
+    else:
+        index = np.concatenate([np.arange(n_syn)] + [np.arange(n_syn, len(material))] * config.real_repeats)
+        fit = fit_autoencoder(material, config.autoencoder, index=index, progress=progress)
+        clf = KernelClassifier.from_autoencoder(fit.model, meta={"trained_on": what, "training": fit.to_dict()})
+    clf.meta["train_seconds"] = round(time.time() - started, 1)
+    clf.meta["evaluation"] = evaluate(clf, folder)
+    return clf
+
+
+def evaluate(clf: KernelClassifier, folder: Path | None = None, seed: int = 12345) -> dict:
+    """Coarse accuracy on fresh synthetic kernels, clustered share of noise, negative control and real kernels."""
+    folder = folder or shared_kernels_dir()
+    k, generator = clf.size, torch.Generator().manual_seed(seed)
+    test, names = noisy_family_kernels(500, k, families=families_for(k), generator=generator)
+    result = clf.classify(test)
+    names = np.array(names)
+    out = {"synthetic_accuracy": float((result.labels == names).mean()),
+           "synthetic_accuracy_by_family": {f: float((result.labels[names == f] == f).mean())
+                                            for f in families_for(k)},
+           "synthetic_clustered": result.clustered_share(),
+           "gaussian_noise_clustered": clf.classify(
+               np.random.default_rng(seed).standard_normal((5000, k, k)).astype(np.float32)).clustered_share()}
+    control = folder / NEGATIVE_CONTROL.format(k=k)
+    if control.is_file():
+        out["untrained_clustered"] = clf.classify(np.load(control)).clustered_share()
+    for name in REAL_KERNELS[k]:
+        arr = np.load(folder / name)
+        stop = len(arr) - int(len(arr) * HELD_OUT_TAIL.get(name, 0.0))
+        r = clf.classify(arr)
+        out[name] = {"clustered": r.clustered_share(),
+                     "proportions": {a: round(b, 4) for a, b in r.proportions().items() if b > 0}}
+        if stop < len(arr):
+            out[name]["held_out_clustered"] = r.subset(slice(stop, None)).clustered_share()
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.bundle", description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 7], choices=sorted(REAL_KERNELS))
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--epochs", type=int, default=AutoencoderConfig.epochs)
+    parser.add_argument("--per-family", type=int, default=BundleConfig.synthetic_per_family)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+    for size in args.sizes:
+        config = BundleConfig(size, synthetic_per_family=args.per_family, seed=args.seed,
+                              autoencoder=AutoencoderConfig(size=size, epochs=args.epochs, seed=args.seed))
+        clf = build_classifier(config)
+        path = clf.save(args.out / f"classifier_k{size}.safetensors")
+        ev = clf.meta["evaluation"]
+        print(f"{path}: synthetic accuracy {ev['synthetic_accuracy']:.3f}, noise clustered "
+              f"{ev['gaussian_noise_clustered']:.4f}, untrained clustered {ev.get('untrained_clustered', 'n/a')}")
+        for name in REAL_KERNELS[size]:
+            print(f"  {name}: clustered {ev[name]['clustered']:.3f}"
+                  + (f" (held-out rows {ev[name]['held_out_clustered']:.3f})" if "held_out_clustered" in ev[name]
+                     else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

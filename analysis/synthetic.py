@@ -1,0 +1,51 @@
+"""Labelled, noisy DoG-family kernels: training material for the bundled classifiers and test material for them.
+
+The parameters are drawn from ranges wider than ``dog_init.PARAMS`` (which are tuned for initialisation), so a
+classifier trained here also covers broad centres, large offsets and derivatives up to 20 degrees off-axis. Each kernel is
+then corrupted the way trained kernels are: ``gain * (kernel + noise) + offset`` with Gaussian pixel noise whose
+norm is ``noise`` times the kernel's (noise drawn per kernel from ``noise_range``).
+"""
+from __future__ import annotations
+
+import torch
+
+from dog_init import FAMILIES, render, sample_params
+from dog_init.families import AxisAngle, Uniform
+
+__all__ = ["WIDE_PARAMS", "noisy_family_kernels"]
+
+# family -> parameter -> wider range; parameters not listed keep dog_init's defaults.
+_CENTRE = {"sigma": Uniform(0.45, 2.0), "ratio": Uniform(1.4, 4.0), "surround": Uniform(0.3, 1.2),
+           "elongation": Uniform(1.0, 1.5), "dx": Uniform(-0.6, 0.6), "dy": Uniform(-0.6, 0.6)}
+_DERIV = {"sigma": Uniform(0.5, 1.8), "surround": Uniform(0.0, 1.0), "elongation": Uniform(1.0, 2.0),
+          "dx": Uniform(-0.5, 0.5), "dy": Uniform(-0.5, 0.5)}
+_CROSS = {"width": Uniform(0.3, 0.75), "length": Uniform(2.2, 5.0), "peak": Uniform(0.0, 0.8),
+          "theta": Uniform(-20.0, 20.0), "dx": Uniform(-0.4, 0.4), "dy": Uniform(-0.4, 0.4)}
+_SQUARE = {"half": Uniform(0.65, 1.5), "offset": Uniform(0.6, 1.5), "softness": Uniform(0.05, 0.4)}
+WIDE_PARAMS: dict[str, dict[str, Uniform]] = {
+    "on_centre": _CENTRE, "off_centre": _CENTRE, "on_cross": _CROSS, "off_cross": _CROSS,
+    "first_derivative": {**_DERIV, "theta": AxisAngle(jitter=20.0)},
+    "second_derivative": {**_DERIV, "theta": Uniform(-20.0, 20.0)},
+    "on_square": _SQUARE, "off_square": _SQUARE,
+}
+
+
+def noisy_family_kernels(n_per_family: int, size: int, *, families=FAMILIES, noise_range=(0.0, 0.5),
+                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[str]]:
+    """``n_per_family`` kernels of each family in ``families``: (n, size, size) float32 and their coarse names."""
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown family {unknown[0]!r}; allowed: {', '.join(FAMILIES)}")
+    lo, hi = noise_range
+    chunks, names = [], []
+    for family in families:
+        wide = {name: dist.draw(n_per_family, generator) for name, dist in WIDE_PARAMS[family].items()}
+        clean = render(family, size, sample_params(family, n_per_family, generator=generator, **wide))
+        level = lo + (hi - lo) * torch.rand(n_per_family, 1, 1, generator=generator)
+        noise = torch.randn(clean.shape, generator=generator)
+        noise = noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1)
+        gain = torch.exp(torch.randn(n_per_family, 1, 1, generator=generator))
+        offset = 0.2 * torch.randn(n_per_family, 1, 1, generator=generator)
+        chunks.append(gain * (clean + level * noise) / size + offset / size)
+        names += [family] * n_per_family
+    return torch.cat(chunks), names
