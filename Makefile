@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test classifiers bench clean
+.PHONY: install demo test classifiers evidence bench clean
 
 install: $(STAMP)
 
@@ -23,13 +23,24 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(PY) -m dog_init preview --mix paper --size 7 --n 64 --seed 0 --out demo/kernels.png
-	$(PY) -m dog_init init --model convmixer_768_32 --mix paper --seed 0 --report demo/convmixer_init.json
+	$(PY) -m dog_init init --model convmixer_768_32 --mix paper --seed 0 \
+	  --report demo/convmixer_init.json --preview demo/convmixer_layer0.png
+
+# The bundled classifiers in analysis/weights (needs ../shared/data/kernels; about 25 min on 2 CPU cores).
+classifiers: install
+	$(PY) -m analysis.bundle --sizes 3 5 7
+
+# The README's evidence: the bundled classifiers on the real kernels of ../shared/data/kernels.
+SHARED_KERNELS ?= ../shared/data/kernels
+evidence: install
+	$(PY) -m analysis report --kernels $(SHARED_KERNELS)/*.npy --out docs/evidence --overwrite --quiet
 
 test: install
 	$(PY) -m pytest -q -n 2
 
 bench: install
 	$(PY) benchmarks/init_speed.py --quick
+	$(PY) benchmarks/classifier.py --quick
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache

@@ -37,6 +37,8 @@ class AutoencoderConfig:
     patience: int = 6                               # epochs without held-out improvement before stopping
     min_delta: float = 1e-4                         # improvement that counts, in loss units
     val_fraction: float = 0.1                       # held-out share of the (unique) kernels
+    warmup_epochs: int = 0                          # epochs fitted to given code targets first (0: the paper's plain AE)
+    anchor_weight: float = 0.0                      # weight of MSE(code, target) in the main phase, rows with targets
     seed: int = 0
     device: str = "auto"                            # "auto" (cuda if available), "cpu", "cuda", ...
 
@@ -95,11 +97,13 @@ class FitResult:
     model: KernelAutoencoder
     config: AutoencoderConfig
     history: list[dict] = field(default_factory=list)   # per epoch: train_loss, val_loss
+    warmup: list[dict] = field(default_factory=list)    # per warm-up epoch: train_loss
     best_val_loss: float = math.inf
     epochs_run: int = 0
 
     def to_dict(self) -> dict:
-        return {"config": asdict(self.config), "history": self.history, "best_val_loss": self.best_val_loss,
+        return {"config": asdict(self.config), "history": self.history, "warmup": self.warmup,
+                "best_val_loss": self.best_val_loss,
                 "epochs_run": self.epochs_run}
 
 
@@ -120,12 +124,17 @@ def _loss(model, kernels: np.ndarray, index: np.ndarray, b, device, batch_size: 
     return total / max(len(index), 1)
 
 
-def fit_autoencoder(kernels, config: AutoencoderConfig | None = None, *, index=None,
+def fit_autoencoder(kernels, config: AutoencoderConfig | None = None, *, index=None, code_targets=None,
                     state_path: str | Path | None = None, progress: bool = True) -> FitResult:
     """Train a ``KernelAutoencoder`` on ``kernels`` (N, k, k); degenerate kernels must be filtered out first.
 
     index: optional int array of rows to train on, repeats allowed (to up-weight a source); the held-out split is
         taken over the unique rows, so a repeated kernel never sits on both sides.
+    code_targets: optional (N,) codes in [0, 1] (NaN where unknown) for ``config.warmup_epochs`` epochs of warm-up,
+        in which the encoder is pulled toward the targets and the decoder reconstructs from them (recorded in
+        ``FitResult.warmup``), and, with ``config.anchor_weight > 0``, for a ``anchor_weight * MSE(code, target)``
+        term beside the paper's loss afterwards. It lays known subtypes out along the code axis so that none is
+        left without a segment of the curve; rows without a target (real kernels) are placed freely.
     state_path: if given, the full training state (model, optimiser, history, RNG) is written there atomically
         after each epoch, and a run that finds it resumes from it.
     """
@@ -161,6 +170,14 @@ def fit_autoencoder(kernels, config: AutoencoderConfig | None = None, *, index=N
         result.history, result.best_val_loss = state["history"], state["best_val_loss"]
         best_state, stale, start_epoch = state["best_model"], state["stale"], len(state["history"])
         rng.bit_generator.state = state["rng"]
+    anchors = None
+    if code_targets is not None:
+        code_targets = np.asarray(code_targets, dtype=np.float32)
+        if code_targets.shape != (len(kernels),):
+            raise ValueError(f"code_targets must have shape ({len(kernels)},), got {code_targets.shape}")
+        anchors = code_targets if config.anchor_weight > 0 else None
+    if code_targets is not None and config.warmup_epochs and start_epoch == 0:
+        _warm_up(model, kernels, code_targets, config, b, device, rng, result, progress)
     epochs = tqdm(range(start_epoch, config.epochs), desc=f"autoencoder k={config.size}", disable=not progress,
                   initial=start_epoch, total=config.epochs)
     for epoch in epochs:
@@ -172,7 +189,13 @@ def fit_autoencoder(kernels, config: AutoencoderConfig | None = None, *, index=N
         for start in range(0, len(order), config.batch_size):
             rows = np.sort(order[start:start + config.batch_size])
             x = batch_to_basis(torch.from_numpy(kernels[rows]).to(device), b)
-            loss = cosine_dissimilarity(model(x), x).mean()
+            code = model.encode(x)
+            loss = cosine_dissimilarity(model.decode(code), x).mean()
+            if anchors is not None:
+                t = torch.from_numpy(anchors[rows]).to(device)
+                known = torch.isfinite(t)
+                if bool(known.any()):
+                    loss = loss + config.anchor_weight * nn.functional.mse_loss(code[known], t[known])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -194,6 +217,28 @@ def fit_autoencoder(kernels, config: AutoencoderConfig | None = None, *, index=N
     result.epochs_run = len(result.history)
     model.eval()
     return result
+
+
+def _warm_up(model, kernels, targets, config, b, device, rng, result, progress) -> None:
+    """Fit encoder and decoder to known codes: MSE(code, target) + cos loss of decode(target) and of the AE."""
+    rows = np.flatnonzero(np.isfinite(targets))
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    model.train()
+    for epoch in tqdm(range(config.warmup_epochs), desc=f"warm-up k={config.size}", disable=not progress):
+        running = 0.0
+        order = rng.permutation(rows)
+        for start in range(0, len(order), config.batch_size):
+            batch = np.sort(order[start:start + config.batch_size])
+            x = batch_to_basis(torch.from_numpy(kernels[batch]).to(device), b)
+            t = torch.from_numpy(targets[batch]).to(device)
+            code = model.encode(x)
+            loss = (cosine_dissimilarity(model.decode(t), x).mean()
+                    + cosine_dissimilarity(model.decode(code), x).mean() + 10 * nn.functional.mse_loss(code, t))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            running += loss.item() * len(batch)
+        result.warmup.append({"epoch": epoch + 1, "train_loss": running / len(rows)})
 
 
 def _save_state(path: Path, model, optimiser, schedule, result, best_state, stale, rng, config) -> None:

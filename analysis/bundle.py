@@ -4,7 +4,7 @@ Material per kernel size, all available offline:
 
 * synthetic: ``synthetic.noisy_family_kernels`` (every DoG family, noise up to half the kernel's norm, random gain and
   offset); second derivatives are drawn twice as often because they have 6 subtypes to the others' 1-4;
-* real: the trained depthwise kernels in ``../shared/data/kernels`` (EfficientNet-Lite0, MCUNet, the 8 ConvNeXtV2
+* real: the trained depthwise kernels (the only material of the 3x3 k-means, as in the paper) in ``../shared/data/kernels`` (EfficientNet-Lite0, MCUNet, the 8 ConvNeXtV2
   master-key filters), each augmented by the 8 symmetries of the square and by negation, since every cluster's
   rotations, reflections and opposite sign are clusters too (Sec. 4). The deepest quarter of EfficientNet-Lite0's
   rows is held out of training and reported separately, as a check on kernels the classifier has not seen.
@@ -27,6 +27,8 @@ from .autoencoder import AutoencoderConfig, fit_autoencoder
 from .classifier import KernelClassifier
 from .kmeans3 import fit_kmeans3
 from .labels import families_for
+from dog_init import sample
+from dog_init.families import AxisAngle, Uniform
 from .preprocess import degenerate
 from .synthetic import noisy_family_kernels
 
@@ -48,10 +50,16 @@ def shared_kernels_dir() -> Path:
     return Path(root) / "kernels"
 
 
+# Per size: epochs and how often each augmented real kernel is seen per epoch (5x5 nets have 7x more real kernels
+# to place on the curve, and the held-out EfficientNet check is a 5x5 one).
+SIZE_DEFAULTS = {3: {"epochs": 0, "real_repeats": 1}, 5: {"epochs": 120, "real_repeats": 2},
+                 7: {"epochs": 150, "real_repeats": 1}}
+
+
 @dataclass
 class BundleConfig:
     size: int
-    synthetic_per_family: int = 8000          # kernels per family (second derivative: twice that)
+    per_subtype: int = 4000                   # synthetic kernels per subtype (``subtypes``)
     noise_range: tuple[float, float] = (0.0, 0.5)
     real_repeats: int = 2                     # how often each augmented real kernel appears per epoch
     seed: int = 0
@@ -79,6 +87,47 @@ def _real_parts(size: int, folder: Path) -> tuple[list[np.ndarray], list[dict]]:
     return train, record
 
 
+def subtypes(size: int) -> list[tuple[str, str, dict]]:
+    """(fine label, family, fixed parameters) of every subtype, in the code order of the warm start: similar shapes
+    sit next to each other, and the sign flips once, in the middle, like the paper's spectrum (Fig. 3)."""
+    fams = families_for(size)
+    deriv = [(f"first_derivative/{d}", "first_derivative", {"theta": AxisAngle(20.0, multiples=(i,))})
+             for i, d in enumerate(("right", "up", "left", "down"))]
+    # Centre kernels are the most common (45 % in the paper's mix): two segments each, small and large sigma.
+    centre = {f: [(f, f, {"sigma": Uniform(0.45, 0.9)}), (f, f, {"sigma": Uniform(0.9, 1.6)})]
+              for f in ("on_centre", "off_centre")}
+    second = {sign: [(f"second_derivative/{kind}{sign}", "second_derivative", {"kind": kind, "sign": value})
+                     for kind in ("uu", "vv", "uv")] for sign, value in (("+", 1.0), ("-", -1.0))}
+    squares = {on: [(on, on, {})] if on in fams else [] for on in ("on_square", "off_square")}
+    cross = {on: [(on, on, {})] if on in fams else [] for on in ("on_cross", "off_cross")}
+    return (centre["on_centre"][::-1] + squares["on_square"] + cross["on_cross"] + second["+"] + deriv
+            + second["-"][::-1] + cross["off_cross"] + squares["off_square"] + centre["off_centre"])
+
+
+def _order_key(family: str, params: dict) -> torch.Tensor:
+    """What orders kernels inside their segment: block corner then size for squares, arm length for crosses,
+    sigma otherwise."""
+    if "square" in family:
+        return params["corner"] + params["half"] / 2
+    return params["length" if "cross" in family else "sigma"]
+
+
+def synthetic_material(size: int, per_subtype: int, noise_range, generator) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy kernels of every subtype and their warm-start code targets: subtype i fills the i-th equal slice of
+    [0, 1], ordered inside it by scale (sigma, arm length or block size)."""
+    subs = subtypes(size)
+    kernels, targets = [], []
+    for i, (_, family, fixed) in enumerate(subs):
+        fixed = {name: value.draw(per_subtype, generator) if hasattr(value, "draw") else value
+                 for name, value in fixed.items()}
+        k, _, (params,) = noisy_family_kernels(per_subtype, size, families=(family,), noise_range=noise_range,
+                                               generator=generator, fixed=fixed, return_params=True)
+        rank = _order_key(family, params).argsort().argsort().numpy()
+        kernels.append(k.numpy())
+        targets.append((i + 0.05 + 0.9 * rank / max(per_subtype - 1, 1)) / len(subs))
+    return np.concatenate(kernels), np.concatenate(targets).astype(np.float32)
+
+
 def build_classifier(config: BundleConfig, folder: Path | None = None, progress: bool = True) -> KernelClassifier:
     """Train one bundled classifier (autoencoder for k >= 5, k-means for 3x3) and evaluate it."""
     folder = folder or shared_kernels_dir()
@@ -86,25 +135,28 @@ def build_classifier(config: BundleConfig, folder: Path | None = None, progress:
     if missing:
         raise FileNotFoundError(f"real kernels missing from {folder}: {missing}; set DOG_INIT_SHARED_DATA")
     generator = torch.Generator().manual_seed(config.seed)
-    families = families_for(config.size)
-    synthetic = [noisy_family_kernels(config.synthetic_per_family * (2 if f == "second_derivative" else 1),
-                                      config.size, families=(f,), noise_range=config.noise_range,
-                                      generator=generator)[0].numpy() for f in families]
+    if config.size == 3:
+        synthetic, targets = np.zeros((0, 3, 3), np.float32), np.zeros(0, np.float32)
+    else:
+        synthetic, targets = synthetic_material(config.size, config.per_subtype, config.noise_range, generator)
     real, record = _real_parts(config.size, folder)
     real_aug = dihedral(np.concatenate(real))
-    material = np.concatenate(synthetic + [real_aug]).astype(np.float32)
-    n_syn = sum(map(len, synthetic))
-    what = {"synthetic": {"per_family": config.synthetic_per_family, "families": list(families),
-                          "second_derivative_factor": 2, "noise_range": list(config.noise_range),
-                          "kernels": n_syn, "seed": config.seed},
+    material = np.concatenate([synthetic, real_aug]).astype(np.float32)
+    n_syn = len(synthetic)
+    what = {"synthetic": None if config.size == 3 else {
+                "per_subtype": config.per_subtype, "subtypes": [s[0] for s in subtypes(config.size)],
+                "parameter_ranges": "analysis.synthetic.WIDE_PARAMS", "noise_range": list(config.noise_range),
+                "kernels": n_syn, "seed": config.seed},
             "real": record, "real_augmentation": "8 dihedral symmetries x {+1, -1}",
             "real_kernels_after_augmentation": len(real_aug), "real_repeats": config.real_repeats}
     started = time.time()
-    if config.size == 3:
-        clf = fit_kmeans3(material, seed=config.seed, meta={"trained_on": what})
+    if config.size == 3:   # the paper's k-means runs on trained kernels only
+        clf = fit_kmeans3(real_aug, seed=config.seed, meta={"trained_on": what})
     else:
         index = np.concatenate([np.arange(n_syn)] + [np.arange(n_syn, len(material))] * config.real_repeats)
-        fit = fit_autoencoder(material, config.autoencoder, index=index, progress=progress)
+        code_targets = np.concatenate([targets, np.full(len(real_aug), np.nan, np.float32)])
+        fit = fit_autoencoder(material, config.autoencoder, index=index, code_targets=code_targets,
+                              progress=progress)
         clf = KernelClassifier.from_autoencoder(fit.model, meta={"trained_on": what, "training": fit.to_dict()})
     clf.meta["train_seconds"] = round(time.time() - started, 1)
     clf.meta["evaluation"] = evaluate(clf, folder)
@@ -122,6 +174,7 @@ def evaluate(clf: KernelClassifier, folder: Path | None = None, seed: int = 1234
            "synthetic_accuracy_by_family": {f: float((result.labels[names == f] == f).mean())
                                             for f in families_for(k)},
            "synthetic_clustered": result.clustered_share(),
+           "dog_init_sampler_accuracy": _sampler_accuracy(clf, generator),
            "gaussian_noise_clustered": clf.classify(
                np.random.default_rng(seed).standard_normal((5000, k, k)).astype(np.float32)).clustered_share()}
     control = folder / NEGATIVE_CONTROL.format(k=k)
@@ -138,18 +191,36 @@ def evaluate(clf: KernelClassifier, folder: Path | None = None, seed: int = 1234
     return out
 
 
+def _sampler_accuracy(clf: KernelClassifier, generator, n: int = 3000, noise: float = 0.3) -> float:
+    """Coarse accuracy on ``dog_init.sample`` kernels (the initialiser's own ranges) plus up to 30 % pixel noise."""
+    kernels, names = sample(n, clf.size, {f: 1.0 for f in families_for(clf.size)}, generator=generator)
+    pixel = torch.randn(kernels.shape, generator=generator)
+    pixel = pixel / pixel.flatten(1).norm(dim=1).view(-1, 1, 1)
+    kernels = kernels + noise * torch.rand(n, 1, 1, generator=generator) * pixel
+    return float((clf.classify(kernels).labels == np.array(names)).mean())
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.bundle", description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 7], choices=sorted(REAL_KERNELS))
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
-    parser.add_argument("--epochs", type=int, default=AutoencoderConfig.epochs)
-    parser.add_argument("--per-family", type=int, default=BundleConfig.synthetic_per_family)
+    parser.add_argument("--epochs", type=int, help="default: SIZE_DEFAULTS")
+    parser.add_argument("--per-subtype", type=int, default=BundleConfig.per_subtype)
+    parser.add_argument("--warmup", type=int, default=10, help="warm-up epochs on subtype code targets")
+    parser.add_argument("--lr", type=float, default=AutoencoderConfig.lr)
+    parser.add_argument("--anchor", type=float, default=10.0, help="weight of the subtype code anchors")
+    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--real-repeats", type=int, help="default: SIZE_DEFAULTS")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     for size in args.sizes:
-        config = BundleConfig(size, synthetic_per_family=args.per_family, seed=args.seed,
-                              autoencoder=AutoencoderConfig(size=size, epochs=args.epochs, seed=args.seed))
+        epochs = args.epochs or SIZE_DEFAULTS[size]["epochs"]
+        repeats = args.real_repeats or SIZE_DEFAULTS[size]["real_repeats"]
+        config = BundleConfig(size, per_subtype=args.per_subtype, seed=args.seed, real_repeats=repeats,
+                              autoencoder=AutoencoderConfig(size=size, epochs=max(epochs, 1), seed=args.seed,
+                                                            warmup_epochs=args.warmup, lr=args.lr,
+                                                            anchor_weight=args.anchor, patience=args.patience))
         clf = build_classifier(config)
         path = clf.save(args.out / f"classifier_k{size}.safetensors")
         ev = clf.meta["evaluation"]

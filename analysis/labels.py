@@ -58,7 +58,9 @@ def template_bank(size: int) -> TemplateBank:
     offsets = [-0.5, 0.0, 0.5]
     dog = {"ratio": [1.6, 2.5, 4.0], "surround": [0.0, 0.5, 1.0], "elongation": [1.0, 1.6],
            "dx": offsets, "dy": offsets}
-    centre = {"sigma": [0.5, 0.8, 1.2, 1.8], **dog, "surround": [0.4, 0.7, 1.0], "theta": [0.0, 90.0]}
+    # A DoG elongated much beyond 1.25 is a second-derivative line detector, so centre templates stay round.
+    centre = {"sigma": [0.5, 0.8, 1.2, 1.8], **dog, "surround": [0.4, 0.7, 1.0], "elongation": [1.0, 1.25],
+              "theta": [0.0, 90.0]}
     deriv = {"sigma": [0.6, 0.9, 1.4], **dog}
     parts = []
     for family in ("on_centre", "off_centre"):

@@ -15,11 +15,12 @@ from dog_init.families import AxisAngle, Uniform
 __all__ = ["WIDE_PARAMS", "noisy_family_kernels"]
 
 # family -> parameter -> wider range; parameters not listed keep dog_init's defaults.
-_CENTRE = {"sigma": Uniform(0.45, 2.0), "ratio": Uniform(1.4, 4.0), "surround": Uniform(0.3, 1.2),
-           "elongation": Uniform(1.0, 1.5), "dx": Uniform(-0.6, 0.6), "dy": Uniform(-0.6, 0.6)}
-_DERIV = {"sigma": Uniform(0.5, 1.8), "surround": Uniform(0.0, 1.0), "elongation": Uniform(1.0, 2.0),
+# Elongation stays below ~1.25 for centre families: a more elongated DoG *is* a second-derivative line detector.
+_CENTRE = {"sigma": Uniform(0.45, 1.6), "ratio": Uniform(1.4, 4.0), "surround": Uniform(0.3, 1.2),
+           "elongation": Uniform(1.0, 1.25), "dx": Uniform(-0.5, 0.5), "dy": Uniform(-0.5, 0.5)}
+_DERIV = {"sigma": Uniform(0.4, 1.5), "surround": Uniform(0.0, 0.8), "elongation": Uniform(1.0, 1.6),
           "dx": Uniform(-0.5, 0.5), "dy": Uniform(-0.5, 0.5)}
-_CROSS = {"width": Uniform(0.3, 0.75), "length": Uniform(2.2, 5.0), "peak": Uniform(0.0, 0.8),
+_CROSS = {"width": Uniform(0.3, 0.75), "length": Uniform(2.2, 5.0), "peak": Uniform(0.0, 0.6),
           "theta": Uniform(-20.0, 20.0), "dx": Uniform(-0.4, 0.4), "dy": Uniform(-0.4, 0.4)}
 _SQUARE = {"half": Uniform(0.65, 1.5), "offset": Uniform(0.6, 1.5), "softness": Uniform(0.05, 0.4)}
 WIDE_PARAMS: dict[str, dict[str, Uniform]] = {
@@ -31,16 +32,22 @@ WIDE_PARAMS: dict[str, dict[str, Uniform]] = {
 
 
 def noisy_family_kernels(n_per_family: int, size: int, *, families=FAMILIES, noise_range=(0.0, 0.5),
-                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[str]]:
-    """``n_per_family`` kernels of each family in ``families``: (n, size, size) float32 and their coarse names."""
+                         generator: torch.Generator | None = None, fixed: dict | None = None,
+                         return_params: bool = False):
+    """``n_per_family`` kernels of each family in ``families``: (n, size, size) float32 and their coarse names.
+
+    fixed: parameter values (scalars or (n_per_family,) tensors) that override the wide draws, e.g. a subtype's
+        ``theta``; return_params: also return the parameters of each family's kernels, in ``families`` order.
+    """
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown family {unknown[0]!r}; allowed: {', '.join(FAMILIES)}")
     lo, hi = noise_range
-    chunks, names = [], []
+    chunks, names, params = [], [], []
     for family in families:
         wide = {name: dist.draw(n_per_family, generator) for name, dist in WIDE_PARAMS[family].items()}
-        clean = render(family, size, sample_params(family, n_per_family, generator=generator, **wide))
+        p = sample_params(family, n_per_family, generator=generator, **{**wide, **(fixed or {})})
+        clean = render(family, size, p)
         level = lo + (hi - lo) * torch.rand(n_per_family, 1, 1, generator=generator)
         noise = torch.randn(clean.shape, generator=generator)
         noise = noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1)
@@ -48,4 +55,5 @@ def noisy_family_kernels(n_per_family: int, size: int, *, families=FAMILIES, noi
         offset = 0.2 * torch.randn(n_per_family, 1, 1, generator=generator)
         chunks.append(gain * (clean + level * noise) / size + offset / size)
         names += [family] * n_per_family
-    return torch.cat(chunks), names
+        params.append(p)
+    return (torch.cat(chunks), names, params) if return_params else (torch.cat(chunks), names)

@@ -1,0 +1,336 @@
+"""Command line for the kernel-cluster analysis (Babaiee et al., ICLR 2024): ``python -m analysis report|fit|classify``.
+
+  report    classify a model's depthwise kernels and write figures + tables (Fig. 3-5, 7/11, 10; Table 1)
+  fit       train a classifier (autoencoder, Sec. 3.2-3.3; k-means for 3x3, Sec. 3.4) on kernels of one size
+  classify  print the cluster shares of kernel files per size (optionally a per-kernel CSV)
+
+Bad input (missing file, unknown model, bad size or option) exits with status 2 and a message naming the value,
+before any work is done.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SOURCE_HELP = ("'timm:NAME[.TAG]' (e.g. timm:convnext_tiny.fb_in1k), a weights file (.pt .pth .bin .safetensors) "
+               "or a kernel array (.npy .npz)")
+
+
+# ------------------------------------------------------------------------------------------ argument types
+def _existing_file(text: str) -> str:
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"file {text!r} does not exist" if not Path(text).exists()
+                                         else f"{text!r} is not a file")
+    return text
+
+
+def _kernel_file(text: str) -> str:
+    _existing_file(text)
+    if Path(text).suffix.lower() not in (".npy", ".npz"):
+        raise argparse.ArgumentTypeError(f"kernel file {text!r} must be a .npy or .npz array")
+    return text
+
+
+def _classifier_file(text: str) -> str:
+    path = Path(text)
+    if path.is_dir() or (path.suffix == ".safetensors" and path.is_file()):
+        return text
+    raise argparse.ArgumentTypeError(f"classifier {text!r} " + ("does not exist" if not path.exists() else
+                                     "must be a classifier_k*.safetensors file or a folder holding one"))
+
+
+def _source(text: str) -> str:
+    """A model source; timm names are checked against timm's registry here so typos fail before any loading."""
+    from .kernels import ALLOWED_EXTENSIONS
+    if text.startswith("timm:"):
+        import timm
+        base = text[len("timm:"):].partition(".")[0]
+        if not base or not timm.is_model(base):
+            close = difflib.get_close_matches(base, timm.list_models(), n=4, cutoff=0.6)
+            raise argparse.ArgumentTypeError(f"unknown timm model {base!r} in {text!r}"
+                                             + (f"; close names: {', '.join(close)}" if close else ""))
+        return text
+    path = Path(text)
+    if not path.exists():
+        import timm
+        hint = f"; did you mean 'timm:{text}'?" if timm.is_model(text.partition(".")[0]) else ""
+        raise argparse.ArgumentTypeError(f"source {text!r} is neither 'timm:NAME' nor an existing file{hint}")
+    if path.suffix.lower() not in ALLOWED_EXTENSIONS or not path.is_file():
+        raise argparse.ArgumentTypeError(f"source {text!r} must be a file ending in {' '.join(ALLOWED_EXTENSIONS)}")
+    return text
+
+
+def _odd_size(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be an integer, got {text!r}") from None
+    if k < 3 or k % 2 == 0:
+        raise argparse.ArgumentTypeError(f"size must be an odd integer >= 3 (3, 5, 7, ...), got {text!r}")
+    return k
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        return value
+    return parse
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        widths = ()
+    if len(widths) != 4 or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be 4 positive integers like 512,256,128,64, got {text!r}")
+    return widths
+
+
+def _threshold(text: str) -> float:
+    value = _positive(float)(text)
+    if value >= 2:
+        raise argparse.ArgumentTypeError(f"threshold is a cosine dissimilarity in (0, 2), got {text!r}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------- report
+def report(args, parser) -> None:
+    from .report import run_report
+    if args.checkpoint and not args.model:
+        parser.error("--checkpoint needs --model timm:NAME")
+    sources = args.model if args.model else list(args.kernels)
+    summary = run_report(sources, args.out, args.classifier or None, checkpoint=args.checkpoint,
+                         overwrite=args.overwrite, seed=args.seed, per_cluster=args.per_cluster,
+                         max_points=args.max_points, progress=not args.quiet)
+    _print_table(summary["rows"])
+    for s in summary["skipped"]:
+        print(f"skipped {s['size']}x{s['size']} ({s['n_kernels']} kernels): {s['reason']}")
+
+
+def _print_table(rows) -> None:
+    from .report import SHARE_COLUMNS
+    short = {"first_derivative": "1st_der", "second_derivative": "2nd_der", "unclustered": "unclust",
+             "degenerate": "degen"}
+    head = f"{'model':<28} {'size':>4} {'kernels':>8} {'clust.':>7} " + " ".join(
+        f"{short.get(c, c):>10}" for c in SHARE_COLUMNS)
+    print(head)
+    for r in rows:
+        print(f"{r['model'][:28]:<28} {r['size']:>4} {r['n_kernels']:>8} {100 * r['clustered_share']:>6.1f}% "
+              + " ".join(f"{100 * r['shares'][c]:>9.1f}%" for c in SHARE_COLUMNS))
+
+
+# ---------------------------------------------------------------------------------------------------- fit
+def fit(args, parser) -> None:
+    import torch
+
+    from .autoencoder import AutoencoderConfig, fit_autoencoder
+    from .classifier import KernelClassifier
+    from .kernels import extract_depthwise
+    from .labels import load_intervals
+    from .preprocess import degenerate
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {args.out!r} exists and is not a directory")
+    target = out / f"classifier_k{args.size}.safetensors"
+    state_path = out / "fit_state.pt"
+    if target.exists() and not (args.overwrite or args.resume):
+        parser.error(f"{str(target)!r} exists; pass --overwrite to replace it (or --resume to finish its run)")
+    if state_path.exists() and not (args.resume or args.overwrite):
+        parser.error(f"{str(state_path)!r} holds an earlier run; pass --resume to continue it or --overwrite to "
+                     "start again")
+    if args.resume and args.overwrite:
+        parser.error("--resume and --overwrite exclude each other")
+    if args.size == 3 and args.resume:
+        parser.error("--resume applies to autoencoder training; 3x3 kernels are fitted with k-means in one go")
+    if args.checkpoint and not (args.models and len(args.models) == 1 and args.models[0].startswith("timm:")):
+        parser.error("--checkpoint needs a single --models timm:NAME")
+    intervals = load_intervals(args.intervals) if args.intervals else None   # checked before any work
+
+    from tqdm.auto import tqdm
+    sources = args.kernels or args.models
+    chunks, inputs, found = [], [], {}
+    for src in tqdm(sources, desc="extracting kernels", disable=len(sources) < 2):
+        ks = extract_depthwise(src, checkpoint=args.checkpoint)
+        found[src] = ks.sizes
+        group = ks.get(args.size)
+        n = 0 if group is None else len(group)
+        good = np.zeros(0, bool) if group is None else ~(group.degenerate | degenerate(group.kernels))
+        if n:
+            chunks.append(group.kernels[good])
+        label = src + (f" (checkpoint {args.checkpoint})" if args.checkpoint else "")
+        inputs.append({"source": label, "n_kernels": n, "n_dropped_degenerate": int(n - good.sum()),
+                       "n_used": int(good.sum())})
+    if not chunks:
+        listing = "; ".join(f"{s}: {', '.join(f'{k}x{k}' for k in sizes) or 'none'}" for s, sizes in found.items())
+        parser.error(f"no {args.size}x{args.size} kernels in the sources (sizes found: {listing})")
+    n_real = sum(len(c) for c in chunks)
+    if args.synthetic:
+        from .synthetic import noisy_family_kernels
+        syn, _ = noisy_family_kernels(args.synthetic, args.size, generator=torch.Generator().manual_seed(args.seed))
+        chunks.append(syn.numpy())
+    kernels = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+    print(f"training on {len(kernels)} {args.size}x{args.size} kernels ({n_real} from {len(sources)} source(s), "
+          f"{len(kernels) - n_real} synthetic)")
+    meta = {"trained_on": {"inputs": inputs, "n_real": n_real, "synthetic_per_family": args.synthetic,
+                           "n_total": len(kernels)}}
+    out.mkdir(parents=True, exist_ok=True)
+    if args.size == 3:
+        from .kmeans3 import fit_kmeans3
+        clf = fit_kmeans3(kernels, n_classes=args.n_classes, seed=args.seed, threshold=args.threshold, meta=meta)
+    else:
+        config = AutoencoderConfig(size=args.size, widths=args.widths, lr=args.lr, batch_size=args.batch_size,
+                                   epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device)
+        fingerprint = {"data_sha1": hashlib.sha1(kernels.tobytes()).hexdigest(), "n": len(kernels),
+                       "inputs": inputs, "synthetic_per_family": args.synthetic}
+        _check_resume(out / "fit_state.json", state_path, fingerprint, args, parser)
+        result = fit_autoencoder(kernels, config, state_path=state_path)
+        meta["training"] = {**result.to_dict(), "history": result.history[-3:]}
+        clf = KernelClassifier.from_autoencoder(result.model, threshold=args.threshold, intervals=intervals,
+                                                meta=meta)
+        print(f"autoencoder: {result.epochs_run} epochs, best held-out cosine dissimilarity "
+              f"{result.best_val_loss:.4f}")
+    if intervals is not None and clf.kind == "kmeans":
+        print("note: --intervals ignored for 3x3 (k-means) classifiers")
+    clf.save(target)
+    print(f"wrote {target} and {target.with_suffix('.json')} ({clf!r})")
+    if clf.kind == "autoencoder":
+        print("intervals (code range -> name):")
+        for iv in clf.intervals:
+            print(f"  [{iv.lo:.3f}, {iv.hi:.3f})  {iv.fine}")
+    else:
+        print("centroids -> name: " + ", ".join(f"{i}: {f}" for i, f in enumerate(clf.fine)))
+
+
+def _check_resume(sidecar: Path, state_path: Path, fingerprint: dict, args, parser) -> None:
+    """A resumed run must see the same training data; the state file only records the optimiser config."""
+    from dog_init.preview import atomic_path
+    if args.overwrite:
+        state_path.unlink(missing_ok=True)
+    elif args.resume and state_path.exists():
+        old = json.loads(sidecar.read_text()) if sidecar.exists() else None
+        if old is not None and old.get("data_sha1") != fingerprint["data_sha1"]:
+            parser.error(f"--resume: {str(state_path)!r} was trained on different kernels ({old.get('n')} then, "
+                         f"{fingerprint['n']} now); use the same inputs or --overwrite")
+        print(f"resuming from {state_path}")
+    elif args.resume:
+        print(f"--resume: no {state_path} yet; starting a new run")
+    with atomic_path(sidecar) as tmp:
+        tmp.write_text(json.dumps(fingerprint, indent=1))
+
+
+# ----------------------------------------------------------------------------------------------- classify
+def classify(args, parser) -> None:
+    from .kernels import extract_depthwise
+    from .report import _classifier_for, _resolve_classifiers, _summary_row, _write_kernel_csv, classify_group, \
+        model_label
+
+    ks = extract_depthwise(list(args.kernels))
+    label = " + ".join(dict.fromkeys(model_label(f) for f in args.kernels))
+    given = _resolve_classifiers(args.classifier or None)
+    rows, parts = [], []
+    for group in ks:
+        clf, origin, reason = _classifier_for(group.size, given)
+        if clf is None:
+            print(f"skipped {group.size}x{group.size} ({len(group)} kernels): {reason}")
+            continue
+        res = classify_group(clf, group)
+        rows.append(_summary_row(label, ks.source, group.size, group, res, origin, clf.threshold))
+        parts.append((label, group, res))
+    if not rows:
+        parser.error(f"no classifier for any kernel size in {ks.source} (sizes {ks.sizes})")
+    _print_table(rows)
+    if args.csv:
+        from dog_init.preview import atomic_path
+        with atomic_path(args.csv) as tmp:
+            _write_kernel_csv(tmp, parts)
+        print(f"wrote {args.csv}")
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("report", help="figures + tables of a model's kernel clusters")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", type=_source, metavar="SOURCE", help=SOURCE_HELP)
+    src.add_argument("--kernels", type=_kernel_file, nargs="+", metavar="FILE",
+                     help="kernel arrays; <model>_k<size>.npy files of one model are reported together")
+    p.add_argument("--checkpoint", type=_existing_file, metavar="FILE", help="weights for --model timm:NAME")
+    p.add_argument("--out", required=True, metavar="DIR", help="report folder (must be new or empty)")
+    p.add_argument("--classifier", type=_classifier_file, nargs="+", metavar="PATH",
+                   help="classifier_k*.safetensors per size (default: the bundled ones)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the sampled kernels / points")
+    p.add_argument("--per-cluster", type=_positive(int), default=8, metavar="N",
+                   help="kernels per cluster in *_samples.png")
+    p.add_argument("--max-points", type=_positive(int), default=5000, metavar="N", help="points in *_pca.png")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=report, sub=p)   # errors then carry the subcommand's usage
+
+    p = sub.add_parser("fit", help="train a classifier for one kernel size")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--kernels", type=_kernel_file, nargs="+", metavar="FILE", help="kernel arrays (.npy/.npz)")
+    src.add_argument("--models", type=_source, nargs="+", metavar="SOURCE", help=SOURCE_HELP)
+    p.add_argument("--checkpoint", type=_existing_file, metavar="FILE", help="weights for --models timm:NAME")
+    p.add_argument("--size", type=_odd_size, required=True, help="kernel size k (3 uses k-means)")
+    p.add_argument("--out", required=True, metavar="DIR", help="writes DIR/classifier_k<size>.safetensors + .json")
+    p.add_argument("--epochs", type=_positive(int), default=60, metavar="N", help="maximum epochs (early stopping)")
+    p.add_argument("--patience", type=_positive(int), default=6, metavar="N",
+                   help="epochs without improvement before stopping")
+    p.add_argument("--widths", type=_widths, default=(512, 256, 128, 64), metavar="W1,W2,W3,W4",
+                   help="the 4 encoder widths (decoder mirrors them)")
+    p.add_argument("--lr", type=_positive(float), default=1e-3)
+    p.add_argument("--batch-size", type=_positive(int), default=1024, metavar="N")
+    p.add_argument("--seed", type=int, default=0, metavar="N")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--threshold", type=_threshold, metavar="T",
+                   help="cosine-dissimilarity threshold (default: 0.3 for 7x7, 0.2 for 5x5)")
+    p.add_argument("--synthetic", type=int, default=0, metavar="N_PER_FAMILY",
+                   help="add N noisy DoG kernels per family to the training data")
+    p.add_argument("--intervals", type=_existing_file, metavar="JSON", help="manual interval names (labels.py)")
+    p.add_argument("--n-classes", type=_positive(int), default=10, metavar="N", help="k-means classes for 3x3")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in DIR/fit_state.pt")
+    p.add_argument("--overwrite", action="store_true", help="start again, replacing DIR's classifier and state")
+    p.set_defaults(run=fit, sub=p)   # errors then carry the subcommand's usage
+
+    p = sub.add_parser("classify", help="cluster shares of kernel files, per size")
+    p.add_argument("--kernels", type=_kernel_file, nargs="+", required=True, metavar="FILE")
+    p.add_argument("--classifier", type=_classifier_file, nargs="+", metavar="PATH")
+    p.add_argument("--csv", metavar="FILE", help="also write one row per kernel here")
+    p.set_defaults(run=classify, sub=p)   # errors then carry the subcommand's usage
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "synthetic", 0) < 0:
+        parser.error(f"--synthetic must be >= 0, got {args.synthetic}")
+    sub = args.sub
+    try:
+        args.run(args, sub)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError, KeyError) as err:
+        sub.error(str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err))
+    except RuntimeError as err:      # e.g. pretrained weights not downloadable: the input was fine
+        print(f"{sub.prog}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Speed of ``KernelClassifier.classify`` (Sec. 3.3: nearest of 10,000 decoded codebook entries by cosine).
+
+Classifies N random 7x7 kernels (default 1,000,000; ``--quick``: 100,000) and, in the same run, a baseline that is
+the bare arithmetic of the task: a chunked torch matmul (N x 49) @ (49 x 10,000) followed by a max over the
+codebook axis. Everything classify does beyond that (centring, norms, labels, NaN handling) shows up as the ratio.
+
+Targets: 1,000,000 kernels in < 10 s, and at most 2x the baseline.
+
+    python benchmarks/classifier.py [--quick] [--n N] [--chunk C] [--sweep] [--threads T]
+
+Uses the bundled 7x7 classifier if there is one, else a randomly initialised autoencoder's codebook (same shape,
+hence the same cost).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
+
+from analysis.autoencoder import KernelAutoencoder  # noqa: E402
+from analysis.classifier import KernelClassifier  # noqa: E402
+from analysis.labels import Interval  # noqa: E402
+
+TARGET_SECONDS, TARGET_RATIO = 10.0, 2.0
+
+
+def classifier() -> tuple[KernelClassifier, str]:
+    try:
+        return KernelClassifier.pretrained(7), "bundled 7x7 classifier"
+    except (ValueError, FileNotFoundError):
+        torch.manual_seed(0)
+        # One interval: skips template naming, which is irrelevant to classify's cost.
+        clf = KernelClassifier.from_autoencoder(KernelAutoencoder(7), intervals=[Interval(0.0, 1.0, "other", "other")])
+        return clf, "random autoencoder codebook (no bundled 7x7 classifier)"
+
+
+@torch.no_grad()
+def baseline(kernels: np.ndarray, book: torch.Tensor, chunk: int) -> float:
+    """Seconds for chunked (chunk x 49) @ (49 x M) products and a max over M: the floor classify can approach."""
+    flat = torch.from_numpy(kernels.reshape(len(kernels), -1))
+    best = torch.empty(len(flat), dtype=torch.int64)
+    out = torch.empty(min(chunk, len(flat)), book.shape[1])
+    start = time.perf_counter()
+    for i in range(0, len(flat), chunk):
+        x = flat[i:i + chunk]
+        torch.mm(x, book, out=out[:len(x)])
+        best[i:i + len(x)] = out[:len(x)].max(dim=1).indices
+    return time.perf_counter() - start
+
+
+def timed(fn, repeat: int) -> float:
+    return min(_once(fn) for _ in range(repeat))
+
+
+def _once(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(fns: dict, repeat: int) -> dict:
+    """Best of ``repeat`` runs of each, alternating, so a burst of load from elsewhere hits both sides alike."""
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            best[name] = min(best[name], _once(fn))
+    return best
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="100,000 kernels instead of 1,000,000")
+    parser.add_argument("--n", type=int, help="number of kernels (overrides --quick)")
+    parser.add_argument("--chunk", type=int, default=None, help="classify chunk size (default: classify's own)")
+    parser.add_argument("--baseline-chunk", type=int, default=4096, help="rows per baseline matmul")
+    parser.add_argument("--sweep", action="store_true", help="also time classify at several chunk sizes")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="best of R interleaved runs each (default: 3 with --quick, else 1)")
+    args = parser.parse_args(argv)
+    n = args.n or (100_000 if args.quick else 1_000_000)
+    if n < 1:
+        parser.error(f"--n must be >= 1, got {n}")
+    repeat = args.repeat or (3 if args.quick else 1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    clf, what = classifier()
+    kernels = np.random.default_rng(0).standard_normal((n, 7, 7)).astype(np.float32)
+    book = torch.from_numpy(np.ascontiguousarray(np.random.default_rng(1).standard_normal((49, len(clf.codebook)),
+                                                                                          dtype=np.float32)))
+    kw = {} if args.chunk is None else {"chunk": args.chunk}
+    print(f"{n:,} random 7x7 kernels vs {len(clf.codebook):,} codebook entries; {what}; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {_load()}")
+    clf.classify(kernels[:5000], **kw)             # warm-up: allocator, BLAS threads, lazy imports
+    baseline(kernels[:5000], book, args.baseline_chunk)
+
+    times = interleaved({"baseline": lambda: baseline(kernels, book, args.baseline_chunk),
+                         "ours": lambda: clf.classify(kernels, **kw)}, repeat)
+    t_base, t_ours = times["baseline"], times["ours"]
+    ratio = t_ours / t_base
+    scale = 1_000_000 / n
+    print(f"baseline (matmul + max, chunk {args.baseline_chunk}): {t_base:7.2f} s")
+    print(f"KernelClassifier.classify (chunk {args.chunk or 'default'}):  {t_ours:7.2f} s   "
+          f"ratio ours/baseline {ratio:.2f}")
+    per_million = t_ours * scale
+    ok_time, ok_ratio = per_million < TARGET_SECONDS, ratio <= TARGET_RATIO
+    print(f"targets: < {TARGET_SECONDS:.0f} s per 1,000,000 kernels: {per_million:.2f} s"
+          f"{' (extrapolated)' if n != 1_000_000 else ''} -> {'ok' if ok_time else 'MISSED'}; "
+          f"ratio <= {TARGET_RATIO:.0f}: {ratio:.2f} -> {'ok' if ok_ratio else 'MISSED'}")
+    if args.sweep:
+        for chunk in (128, 256, 512, 1024, 2048, 4096, 8192):
+            t = timed(lambda: clf.classify(kernels, chunk=chunk), repeat)
+            tb = timed(lambda: baseline(kernels, book, chunk), repeat)
+            print(f"  chunk {chunk:5d}: classify {t:6.2f} s   baseline {tb:6.2f} s   ratio to main baseline "
+                  f"{t / t_base:.2f}")
+    return 0 if ok_time and ok_ratio else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
