@@ -27,7 +27,7 @@ from .autoencoder import AutoencoderConfig, fit_autoencoder
 from .classifier import KernelClassifier
 from .kmeans3 import fit_kmeans3
 from .labels import families_for
-from dog_init import sample
+from dog_init import SQUARE_CORNERS, sample
 from dog_init.families import AxisAngle, Uniform
 from .preprocess import degenerate
 from .synthetic import noisy_family_kernels
@@ -52,8 +52,9 @@ def shared_kernels_dir() -> Path:
 
 # Per size: epochs and how often each augmented real kernel is seen per epoch (5x5 nets have 7x more real kernels
 # to place on the curve, and the held-out EfficientNet check is a 5x5 one).
-SIZE_DEFAULTS = {3: {"epochs": 0, "real_repeats": 1}, 5: {"epochs": 120, "real_repeats": 2},
-                 7: {"epochs": 150, "real_repeats": 1}}
+SIZE_DEFAULTS = {3: {"epochs": 0, "real_repeats": 1, "patience": 10},
+                 5: {"epochs": 120, "real_repeats": 2, "patience": 20},
+                 7: {"epochs": 150, "real_repeats": 1, "patience": 10}}
 
 
 @dataclass
@@ -98,18 +99,14 @@ def subtypes(size: int) -> list[tuple[str, str, dict]]:
               for f in ("on_centre", "off_centre")}
     second = {sign: [(f"second_derivative/{kind}{sign}", "second_derivative", {"kind": kind, "sign": value})
                      for kind in ("uu", "vv", "uv")] for sign, value in (("+", 1.0), ("-", -1.0))}
-    squares = {on: [(on, on, {})] if on in fams else [] for on in ("on_square", "off_square")}
+    squares = {on: [(f"{on}/{c}", on, {"corner": c}) for c in SQUARE_CORNERS] if on in fams else []
+               for on in ("on_square", "off_square")}
     cross = {on: [(on, on, {})] if on in fams else [] for on in ("on_cross", "off_cross")}
     return (centre["on_centre"][::-1] + squares["on_square"] + cross["on_cross"] + second["+"] + deriv
             + second["-"][::-1] + cross["off_cross"] + squares["off_square"] + centre["off_centre"])
 
 
-def _order_key(family: str, params: dict) -> torch.Tensor:
-    """What orders kernels inside their segment: block corner then size for squares, arm length for crosses,
-    sigma otherwise."""
-    if "square" in family:
-        return params["corner"] + params["half"] / 2
-    return params["length" if "cross" in family else "sigma"]
+_ORDER_BY = {"on_cross": "length", "off_cross": "length", "on_square": "half", "off_square": "half"}
 
 
 def synthetic_material(size: int, per_subtype: int, noise_range, generator) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +119,7 @@ def synthetic_material(size: int, per_subtype: int, noise_range, generator) -> t
                  for name, value in fixed.items()}
         k, _, (params,) = noisy_family_kernels(per_subtype, size, families=(family,), noise_range=noise_range,
                                                generator=generator, fixed=fixed, return_params=True)
-        rank = _order_key(family, params).argsort().argsort().numpy()
+        rank = params[_ORDER_BY.get(family, "sigma")].argsort().argsort().numpy()
         kernels.append(k.numpy())
         targets.append((i + 0.05 + 0.9 * rank / max(per_subtype - 1, 1)) / len(subs))
     return np.concatenate(kernels), np.concatenate(targets).astype(np.float32)
@@ -209,18 +206,20 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=10, help="warm-up epochs on subtype code targets")
     parser.add_argument("--lr", type=float, default=AutoencoderConfig.lr)
     parser.add_argument("--anchor", type=float, default=10.0, help="weight of the subtype code anchors")
-    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--patience", type=int, help="default: SIZE_DEFAULTS")
     parser.add_argument("--real-repeats", type=int, help="default: SIZE_DEFAULTS")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     for size in args.sizes:
-        epochs = args.epochs or SIZE_DEFAULTS[size]["epochs"]
-        repeats = args.real_repeats or SIZE_DEFAULTS[size]["real_repeats"]
+        defaults = SIZE_DEFAULTS[size]
+        epochs = args.epochs or defaults["epochs"]
+        repeats = args.real_repeats or defaults["real_repeats"]
         config = BundleConfig(size, per_subtype=args.per_subtype, seed=args.seed, real_repeats=repeats,
                               autoencoder=AutoencoderConfig(size=size, epochs=max(epochs, 1), seed=args.seed,
                                                             warmup_epochs=args.warmup, lr=args.lr,
-                                                            anchor_weight=args.anchor, patience=args.patience))
+                                                            anchor_weight=args.anchor,
+                                                            patience=args.patience or defaults["patience"]))
         clf = build_classifier(config)
         path = clf.save(args.out / f"classifier_k{size}.safetensors")
         ev = clf.meta["evaluation"]

@@ -7,8 +7,8 @@ a trained network, group them by size k (3, 5, 7, ...) and cluster each size sep
 (square odd k >= 3; stems, pointwise, grouped, 1x1 and band kernels excluded) is ``dog_init.depthwise_reason``.
 
 Kernels are the raw weights, float32, in the model's weight units (no normalisation here; see
-``analysis.preprocess``). A kernel that is all zero (a pruned channel) or holds a NaN/inf is *degenerate*: it is
-kept so counts match the model, marked in ``KernelGroup.degenerate``, never clustered and reported separately.
+``analysis.preprocess``). A kernel that is constant (a pruned all-zero channel) or holds a NaN/inf is *degenerate*:
+it is kept so counts match the model, marked in ``KernelGroup.degenerate``, never clustered, reported separately.
 
 >>> ks = extract_depthwise("timm:convnext_tiny.fb_in1k", checkpoint="convnext_tiny.safetensors")
 >>> ks.sizes, ks[7].kernels.shape            # ([7], (N, 7, 7))
@@ -28,6 +28,8 @@ import torch
 from torch import nn
 
 from dog_init import find_depthwise
+
+from .preprocess import degenerate
 
 __all__ = ["KernelGroup", "KernelSet", "extract_depthwise", "load_kernel_files", "ALLOWED_EXTENSIONS"]
 
@@ -49,18 +51,18 @@ class KernelGroup:
     kernels: np.ndarray             # (N, k, k) float32, raw weights
     layer_index: np.ndarray         # (N,) int64 index into layer_names
     layer_names: list[str]          # layers of this size, in source order
-    degenerate: np.ndarray = None   # (N,) bool: all-zero or non-finite; computed when not given
+    degenerate: np.ndarray = None   # (N,) bool: constant (all-zero included) or non-finite; computed if not given
 
     def __post_init__(self):
         self.kernels = np.ascontiguousarray(self.kernels, dtype=np.float32)
         self.layer_index = np.asarray(self.layer_index, dtype=np.int64)
-        n, k, flat = len(self.kernels), self.size, self.kernels.reshape(len(self.kernels), -1)
+        n, k = len(self.kernels), self.size
         if self.kernels.shape != (n, k, k) or self.layer_index.shape != (n,) or (
                 n and not 0 <= self.layer_index.min() <= self.layer_index.max() < len(self.layer_names)):
             raise ValueError(f"KernelGroup({k}): kernels {self.kernels.shape}, layer_index {self.layer_index.shape}"
                              f" and {len(self.layer_names)} layer names do not fit together")
         if self.degenerate is None:
-            self.degenerate = ~np.isfinite(flat).all(1) | (flat == 0).all(1)
+            self.degenerate = degenerate(self.kernels) if n else np.zeros(0, dtype=bool)
         self.degenerate = np.asarray(self.degenerate, dtype=bool)
 
     def __len__(self) -> int:

@@ -45,25 +45,36 @@ class CodebookIndex:
 
     @torch.no_grad()
     def nearest(self, flat: torch.Tensor, chunk: int = 4096, coarse_to_fine: bool = True,
-                max_blocks: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+                max_blocks: int = 128, group: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
         """Best entry index (n,) and cosine similarity (n,) for raw flattened kernels ``flat`` (n, k^2).
 
-        Pass 1 (chunks of ``chunk`` kernels): score the block centres, keep the candidate blocks of each kernel;
-        kernels with more than ``max_blocks`` candidates are searched by brute force there and then. Pass 2: one
-        small product per candidate block over all kernels that need it (a loop over blocks, not kernels).
+        Kernels are taken ``group`` at a time, so memory and time stay linear in n. Pass 1 (chunks of ``chunk``):
+        score the block centres and keep each kernel's candidate blocks; kernels with more than ``max_blocks``
+        candidates are searched by brute force there and then. Pass 2: one small product per candidate block over
+        the group's kernels that need it (a loop over blocks, not kernels).
         """
         n = len(flat)
-        x = flat - flat.mean(dim=1, keepdim=True)
-        x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-30)
         best = torch.zeros(n, dtype=torch.int64)
         similarity = torch.full((n,), float("-inf"))
-        if not coarse_to_fine or self.stride == 1:
-            for start in range(0, n, chunk):
-                best[start:start + chunk], similarity[start:start + chunk] = self.brute_force(x[start:start + chunk])
-            self.work_share = 1.0
-            return best, similarity
+        work = 0.0
+        for start in range(0, n, group):
+            x = flat[start:start + group]
+            x = x - x.mean(dim=1, keepdim=True)
+            x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-30)
+            out = best[start:start + group], similarity[start:start + group]
+            if coarse_to_fine and self.stride > 1:
+                work += self._search_group(x, *out, chunk, max_blocks)
+            else:
+                for at in range(0, len(x), chunk):
+                    out[0][at:at + chunk], out[1][at:at + chunk] = self.brute_force(x[at:at + chunk])
+                work += len(x) * len(self.entries)
+        self.work_share = work / max(n * len(self.entries), 1)
+        return best, similarity
+
+    def _search_group(self, x, best, similarity, chunk: int, max_blocks: int) -> float:
+        """Fill ``best`` / ``similarity`` for unit kernels ``x``; returns the multiply-add count / k^2."""
         rows, blocks, brute = [], [], 0
-        for start in range(0, n, chunk):
+        for start in range(0, len(x), chunk):
             xc = x[start:start + chunk]
             centre = xc @ self.coarse                                   # exact scores of the block centres
             floor = centre.max(dim=1, keepdim=True).values              # so the best score is at least this
@@ -92,6 +103,4 @@ class CodebookIndex:
         similarity.scatter_reduce_(0, rows, values, "amax")
         winner = values == similarity[rows]
         best[rows[winner]] = entries[winner]
-        self.work_share = (self.n_blocks + brute * len(self.entries) / max(n, 1)
-                           + len(rows) * self.stride / max(n, 1)) / len(self.entries)
-        return best, similarity
+        return len(x) * self.n_blocks + brute * len(self.entries) + len(rows) * self.stride

@@ -22,7 +22,7 @@ _DERIV = {"sigma": Uniform(0.4, 1.5), "surround": Uniform(0.0, 0.8), "elongation
           "dx": Uniform(-0.5, 0.5), "dy": Uniform(-0.5, 0.5)}
 _CROSS = {"width": Uniform(0.3, 0.75), "length": Uniform(2.2, 5.0), "peak": Uniform(0.0, 0.6),
           "theta": Uniform(-20.0, 20.0), "dx": Uniform(-0.4, 0.4), "dy": Uniform(-0.4, 0.4)}
-_SQUARE = {"half": Uniform(0.65, 1.5), "offset": Uniform(0.6, 1.5), "softness": Uniform(0.05, 0.4)}
+_SQUARE = {"half": Uniform(0.55, 1.3), "offset": Uniform(0.5, 1.2), "softness": Uniform(0.05, 0.3)}
 WIDE_PARAMS: dict[str, dict[str, Uniform]] = {
     "on_centre": _CENTRE, "off_centre": _CENTRE, "on_cross": _CROSS, "off_cross": _CROSS,
     "first_derivative": {**_DERIV, "theta": AxisAngle(jitter=20.0)},
