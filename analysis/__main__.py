@@ -178,8 +178,10 @@ def fit(args, parser) -> None:
         parser.error(f"no {args.size}x{args.size} kernels in the sources (sizes found: {listing})")
     n_real = sum(len(c) for c in chunks)
     if args.synthetic:
+        from .labels import families_for
         from .synthetic import noisy_family_kernels
-        syn, _ = noisy_family_kernels(args.synthetic, args.size, generator=torch.Generator().manual_seed(args.seed))
+        syn, _ = noisy_family_kernels(args.synthetic, args.size, families=families_for(args.size),
+                                      generator=torch.Generator().manual_seed(args.seed))
         chunks.append(syn.numpy())
     kernels = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
     print(f"training on {len(kernels)} {args.size}x{args.size} kernels ({n_real} from {len(sources)} source(s), "

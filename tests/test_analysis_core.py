@@ -226,3 +226,18 @@ def test_coarse_to_fine_search_is_exact(toy_classifier):
         centred = flat - flat.mean(dim=1, keepdim=True)
         centred = centred / centred.norm(dim=1, keepdim=True)
         torch.testing.assert_close((centred * entries[fast_index]).sum(1), slow, atol=1e-5, rtol=0)
+
+
+def test_dihedral_augmentation_and_subtype_layout():
+    from analysis.bundle import dihedral, subtypes
+    from analysis.labels import families_for
+    w = np.random.default_rng(0).normal(size=(3, 5, 5)).astype(np.float32)
+    aug = dihedral(w)
+    assert aug.shape == (48, 5, 5)
+    np.testing.assert_array_equal(aug[:3], w)
+    np.testing.assert_array_equal(aug[24:27], -w)
+    np.testing.assert_array_equal(aug[3:6], np.rot90(w, 1, axes=(1, 2)))
+    for k in (5, 7):
+        layout = subtypes(k)
+        assert {family for _, family, _ in layout} == set(families_for(k))
+        assert layout[0][1] == "on_centre" and layout[-1][1] == "off_centre"   # the sign flips once, as in Fig. 3

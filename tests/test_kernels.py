@@ -10,10 +10,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from analysis.bundle import shared_kernels_dir
 from analysis.kernels import KernelGroup, KernelSet, extract_depthwise, load_kernel_files
 from dog_init import find_depthwise
 
-DATA = Path("/work/shared/data/kernels")
+DATA = shared_kernels_dir()   # ../shared/data/kernels beside the checkout, or $DOG_INIT_SHARED_DATA/kernels
 
 
 @pytest.fixture(scope="module")
