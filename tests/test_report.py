@@ -19,7 +19,7 @@ from analysis.__main__ import main
 from analysis.autoencoder import AutoencoderConfig, fit_autoencoder
 from analysis.classifier import KernelClassifier
 from analysis.kmeans3 import fit_kmeans3
-from analysis.labels import LABELS
+from analysis.labels import LABELS, families_for
 from analysis.report import KERNEL_COLUMNS, SHARE_COLUMNS, run_report
 from analysis.synthetic import noisy_family_kernels
 
@@ -244,7 +244,7 @@ def test_cli_fit_autoencoder_and_kmeans(kernel_files, tmp_path, capsys):
     assert (clf.size, clf.kind, clf.threshold) == (7, "autoencoder", 0.25)
     inputs = clf.meta["trained_on"]["inputs"]
     assert [i["n_kernels"] for i in inputs] == [160, 96] and inputs[1]["n_dropped_degenerate"] == 3
-    assert clf.meta["trained_on"]["n_total"] == 160 + 93 + 5 * 8
+    assert clf.meta["trained_on"]["n_total"] == 160 + 93 + 5 * len(families_for(7))   # no squares at 7x7
     assert clf.classify(synthetic(2, 7)).labels.shape == (16,)
     printed = capsys.readouterr().out
     assert "intervals (code range -> name)" in printed and "[0.000," in printed
