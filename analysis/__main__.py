@@ -139,7 +139,6 @@ def fit(args, parser) -> None:
     from .classifier import KernelClassifier
     from .kernels import extract_depthwise
     from .labels import load_intervals
-    from .preprocess import degenerate
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -167,7 +166,7 @@ def fit(args, parser) -> None:
         found[src] = ks.sizes
         group = ks.get(args.size)
         n = 0 if group is None else len(group)
-        good = np.zeros(0, bool) if group is None else ~(group.degenerate | degenerate(group.kernels))
+        good = np.zeros(0, bool) if group is None else ~group.degenerate
         if n:
             chunks.append(group.kernels[good])
         label = src + (f" (checkpoint {args.checkpoint})" if args.checkpoint else "")
