@@ -50,10 +50,9 @@ def shared_kernels_dir() -> Path:
     return Path(root) / "kernels"
 
 
-# Per size: epochs and how often each augmented real kernel is seen per epoch (5x5 nets have 7x more real kernels
-# to place on the curve, and the held-out EfficientNet check is a 5x5 one).
-SIZE_DEFAULTS = {3: {"epochs": 0, "real_repeats": 1, "patience": 10},
-                 5: {"epochs": 120, "real_repeats": 2, "patience": 20},
+# Per autoencoder size: epochs, early-stopping patience, and how often each augmented real kernel is seen per epoch
+# (5x5 nets have 7x more real kernels to place on the curve, and the held-out EfficientNet check is a 5x5 one).
+SIZE_DEFAULTS = {5: {"epochs": 120, "real_repeats": 2, "patience": 20},
                  7: {"epochs": 150, "real_repeats": 1, "patience": 10}}
 
 
@@ -212,11 +211,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     for size in args.sizes:
-        defaults = SIZE_DEFAULTS[size]
+        defaults = SIZE_DEFAULTS.get(size, SIZE_DEFAULTS[7])
         epochs = args.epochs or defaults["epochs"]
         repeats = args.real_repeats or defaults["real_repeats"]
         config = BundleConfig(size, per_subtype=args.per_subtype, seed=args.seed, real_repeats=repeats,
-                              autoencoder=AutoencoderConfig(size=size, epochs=max(epochs, 1), seed=args.seed,
+                              autoencoder=AutoencoderConfig(size=size, epochs=epochs, seed=args.seed,
                                                             warmup_epochs=args.warmup, lr=args.lr,
                                                             anchor_weight=args.anchor,
                                                             patience=args.patience or defaults["patience"]))

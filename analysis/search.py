@@ -39,7 +39,8 @@ class CodebookIndex:
 
     @torch.no_grad()
     def brute_force(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(index, unnormalised score) of the best entry for centred kernels ``x`` (n, k^2)."""
+        """(index, score) of the best entry for centred kernels ``x`` (n, k^2); the score is the cosine when ``x``
+        is unit-norm, as ``nearest`` makes it."""
         score, index = (x @ self.book).max(dim=1)
         return index, score
 
