@@ -159,7 +159,7 @@ def plot_spectrum(classifier, path, *, n: int = 500, n_show: int = 48, ncols: in
         _draw_kernel(ax, kernels[j], colour(names[j]))
         ax.set_title(f"{codes[j]:.2f}", fontsize=6.5, pad=2)
     fams = _present(np.array([iv.name for iv in classifier.intervals]))
-    fig.legend(handles=_legend_handles(fams), loc="upper center", ncol=min(len(fams), 8), fontsize=7.5,
+    fig.legend(handles=_legend_handles(fams), loc="upper center", ncol=len(fams), fontsize=7.5,
                frameon=False, bbox_to_anchor=(0.5, 0.06), handlelength=1.2, columnspacing=1.0)
     fig.text(0.5, 0.0, "short names: on-c / off-c centre, on-x / off-x cross, d1 / d2 first / second derivative, "
              "on-sq / off-sq square (tl, tr, bl, br: corner)", ha="center", va="top", fontsize=6.5,
