@@ -26,7 +26,7 @@ demo: install
 	$(PY) -m dog_init init --model convmixer_768_32 --mix paper --seed 0 \
 	  --report demo/convmixer_init.json --preview demo/convmixer_layer0.png
 
-# The bundled classifiers in analysis/weights (needs ../shared/data/kernels; about 16 min on 2 CPU cores).
+# The bundled classifiers in analysis/weights (needs ../shared/data/kernels; about 21 min on 2 CPU cores).
 classifiers: install
 	$(PY) -m analysis.bundle --sizes 3 5 7
 

@@ -52,7 +52,7 @@ def shared_kernels_dir() -> Path:
 
 # Per autoencoder size: epochs, early-stopping patience, and how often each augmented real kernel is seen per epoch
 # (5x5 nets have 7x more real kernels to place on the curve, and the held-out EfficientNet check is a 5x5 one).
-SIZE_DEFAULTS = {5: {"epochs": 120, "real_repeats": 2, "patience": 20},
+SIZE_DEFAULTS = {5: {"epochs": 120, "real_repeats": 3, "patience": 20},
                  7: {"epochs": 150, "real_repeats": 1, "patience": 10}}
 
 

@@ -64,12 +64,12 @@ def test_untrained_negative_control_is_not_clustered(size):
 @needs_shared
 def test_efficientnet_5x5_kernels_are_clustered_like_the_paper():
     """Paper, Appendix L: 61.08 % of EfficientNet-Lite0's kernels clustered. The deepest quarter of its rows was
-    never trained on; deep layers are the least DoG-like (Fig. 7), so that part is held to a lower bar."""
+    never trained on (and deep layers are the least DoG-like, Fig. 7): at least 55 % of it must be clustered."""
     arr = np.load(SHARED / "effnet-lite0_k5.npy")
     result = KernelClassifier.pretrained(5).classify(arr)
     held_out = result.subset(slice(len(arr) - int(len(arr) * HELD_OUT_TAIL["effnet-lite0_k5.npy"]), None))
     assert result.clustered_share() >= 0.6
-    assert held_out.clustered_share() >= 0.5
+    assert held_out.clustered_share() >= 0.55
 
 
 @needs_shared
