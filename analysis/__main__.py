@@ -235,8 +235,7 @@ def _check_resume(sidecar: Path, state_path: Path, fingerprint: dict, args, pars
 # ----------------------------------------------------------------------------------------------- classify
 def classify(args, parser) -> None:
     from .kernels import extract_depthwise
-    from .report import _classifier_for, _resolve_classifiers, _summary_row, _write_kernel_csv, classify_group, \
-        model_label
+    from .report import _classifier_for, _resolve_classifiers, _summary_row, _write_kernel_csv, model_label
 
     ks = extract_depthwise(list(args.kernels))
     label = " + ".join(dict.fromkeys(model_label(f) for f in args.kernels))
@@ -247,7 +246,7 @@ def classify(args, parser) -> None:
         if clf is None:
             print(f"skipped {group.size}x{group.size} ({len(group)} kernels): {reason}")
             continue
-        res = classify_group(clf, group)
+        res = clf.classify(group.kernels)
         rows.append(_summary_row(label, ks.source, group.size, group, res, origin, clf.threshold))
         parts.append((label, group, res))
     if not rows:

@@ -33,9 +33,9 @@ from tqdm.auto import tqdm
 from . import figures
 from .classifier import KernelClassifier
 from .kernels import ALLOWED_EXTENSIONS, KernelSet, extract_depthwise
-from .labels import LABELS, UNCLUSTERED
+from .labels import LABELS
 
-__all__ = ["run_report", "classify_group", "model_label", "SHARE_COLUMNS", "KERNEL_COLUMNS"]
+__all__ = ["run_report", "model_label", "SHARE_COLUMNS", "KERNEL_COLUMNS"]
 
 SHARE_COLUMNS = (*LABELS, figures.DEGENERATE)       # summary share columns; they sum to 1 per row
 # index: channel within its layer; code: in [0, 1] (autoencoder) or the centroid index (k-means); NaN if degenerate
@@ -254,7 +254,7 @@ def _write_report(tmp: Path, sets: dict[str, KernelSet], chosen: dict, skipped: 
             if k not in ks.sizes:
                 continue
             g, pre = ks[k], prefixes[label]
-            res = classify_group(clf, g)
+            res = clf.classify(g.kernels)   # KernelGroup.degenerate is the classifier's rule too
             rows.append(_summary_row(label, ks.source, k, g, res, origin, clf.threshold))
             per_kernel.append((label, g, res))
             tag = f"{label}, {k}x{k}"
@@ -284,14 +284,6 @@ def _write_report(tmp: Path, sets: dict[str, KernelSet], chosen: dict, skipped: 
             "rows": rows, "skipped": skipped, "files": sorted(files + ["summary.json"])}
 
 
-def classify_group(clf: KernelClassifier, g):
-    """``clf.classify`` on a KernelGroup; a kernel the extractor calls degenerate is degenerate here too."""
-    res = clf.classify(g.kernels)
-    res.degenerate = res.degenerate | g.degenerate
-    res.clustered = res.clustered & ~res.degenerate
-    res.labels = np.where(res.degenerate, UNCLUSTERED, res.labels)
-    res.fine_labels = np.where(res.degenerate, UNCLUSTERED, res.fine_labels)
-    return res
 
 
 def _summary_row(label, source, k, g, res, origin, threshold) -> dict:

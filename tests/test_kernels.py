@@ -1,7 +1,6 @@
 """analysis.kernels: depthwise kernel extraction from modules, timm names, state dicts and kernel arrays."""
 import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
