@@ -32,7 +32,8 @@ from dog_init.families import AxisAngle, Uniform
 from .preprocess import degenerate
 from .synthetic import noisy_family_kernels
 
-__all__ = ["BundleConfig", "REAL_KERNELS", "build_classifier", "evaluate", "dihedral", "shared_kernels_dir"]
+__all__ = ["BundleConfig", "REAL_KERNELS", "held_out_start", "build_classifier", "evaluate", "dihedral",
+           "shared_kernels_dir"]
 
 REAL_KERNELS = {
     3: ("effnet-lite0_k3.npy", "mcunet-detection_k3.npy"),
@@ -40,6 +41,11 @@ REAL_KERNELS = {
     7: ("mcunet-vww_k7.npy", "mcunet-training-demo-int8_k7.npy", "master-key-filters_k7.npy"),
 }
 HELD_OUT_TAIL = {"effnet-lite0_k3.npy": 0.25, "effnet-lite0_k5.npy": 0.25}   # share of rows, from the end
+
+
+def held_out_start(name: str, rows: int) -> int:
+    """First row of ``name``'s held-out tail (``rows`` if nothing of it is held out)."""
+    return rows - int(rows * HELD_OUT_TAIL.get(name, 0.0))
 NEGATIVE_CONTROL = "untrained-mcunetv2-large_k{k}.npy"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -80,7 +86,7 @@ def _real_parts(size: int, folder: Path) -> tuple[list[np.ndarray], list[dict]]:
     train, record = [], []
     for name in REAL_KERNELS[size]:
         arr = np.load(folder / name)
-        stop = len(arr) - int(len(arr) * HELD_OUT_TAIL.get(name, 0.0))
+        stop = held_out_start(name, len(arr))
         good = arr[:stop][~degenerate(arr[:stop])]
         train.append(good)
         record.append({"file": name, "rows": len(arr), "trained_rows": [0, stop], "non_degenerate": len(good)})
@@ -178,7 +184,7 @@ def evaluate(clf: KernelClassifier, folder: Path | None = None, seed: int = 1234
         out["untrained_clustered"] = clf.classify(np.load(control)).clustered_share()
     for name in REAL_KERNELS[k]:
         arr = np.load(folder / name)
-        stop = len(arr) - int(len(arr) * HELD_OUT_TAIL.get(name, 0.0))
+        stop = held_out_start(name, len(arr))
         r = clf.classify(arr)
         out[name] = {"clustered": r.clustered_share(),
                      "proportions": {a: round(b, 4) for a, b in r.proportions().items() if b > 0}}

@@ -187,22 +187,20 @@ class KernelClassifier:
         bad = degenerate(arr) if n else np.zeros(0, bool)
         best = np.zeros(n, dtype=np.int64)
         similarity = np.zeros(n, dtype=np.float32)
-        if n == 0:
-            pass
-        elif self.kind == "kmeans":
+        if n and self.kind == "kmeans":
             from .kmeans3 import assign_centroids
             best, similarity = assign_centroids(arr, self.centroids, self.codebook)
-        else:
+        elif n:
             index, score = self.index.nearest(torch.from_numpy(arr.reshape(n, -1)), chunk=chunk)
             best, similarity = index.numpy(), score.numpy()
         dissimilarity = (1.0 - similarity).astype(np.float32)
         dissimilarity[bad] = np.nan
         clustered = ~bad & (dissimilarity < self.threshold)
-        labels = np.where(clustered, self.names[best] if n else self.names[:0], UNCLUSTERED).astype(object)
-        fine = np.where(clustered, self.fine[best] if n else self.fine[:0], UNCLUSTERED).astype(object)
+        labels = np.where(clustered, self.names[best], UNCLUSTERED)
+        fine = np.where(clustered, self.fine[best], UNCLUSTERED)
         codes = (best / (len(self.codebook) - 1) if self.kind == "autoencoder" else best).astype(np.float32)
         codes[bad] = np.nan
-        return ClassificationResult(labels.astype(str), fine.astype(str), clustered, dissimilarity, codes, bad)
+        return ClassificationResult(labels, fine, clustered, dissimilarity, codes, bad)
 
 
 def available_pretrained() -> list[int]:

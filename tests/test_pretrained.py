@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from analysis import KernelClassifier, available_pretrained
-from analysis.bundle import HELD_OUT_TAIL, shared_kernels_dir
+from analysis.bundle import held_out_start, shared_kernels_dir
 from analysis.labels import families_for
 from dog_init import sample
 
@@ -67,7 +67,7 @@ def test_efficientnet_5x5_kernels_are_clustered_like_the_paper():
     never trained on (and deep layers are the least DoG-like, Fig. 7): at least 55 % of it must be clustered."""
     arr = np.load(SHARED / "effnet-lite0_k5.npy")
     result = KernelClassifier.pretrained(5).classify(arr)
-    held_out = result.subset(slice(len(arr) - int(len(arr) * HELD_OUT_TAIL["effnet-lite0_k5.npy"]), None))
+    held_out = result.subset(slice(held_out_start("effnet-lite0_k5.npy", len(arr)), None))
     assert result.clustered_share() >= 0.6
     assert held_out.clustered_share() >= 0.55
 
