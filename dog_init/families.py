@@ -34,6 +34,7 @@ Every generated kernel has unit L2 norm; callers rescale (see ``dog_init_``'s ``
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
@@ -116,8 +117,8 @@ PARAMS: dict[str, dict[str, Uniform | Choice | AxisAngle]] = {
 
 # --- rendering ---------------------------------------------------------------------------------------------------
 def _coords(size: int, p: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotated, offset coordinates (u, v), each (n, size, size)."""
-    axis = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    """Rotated, offset coordinates (u, v), each (n, size, size), on the parameters' device and float dtype."""
+    axis = torch.arange(size, dtype=p["_dtype"], device=p["dx"].device) - (size - 1) / 2
     x = axis.view(1, 1, size) - p["dx"].view(-1, 1, 1)
     y = -axis.view(1, size, 1) - p["dy"].view(-1, 1, 1)   # y up: row 0 is the top
     theta = torch.deg2rad(p["theta"]).view(-1, 1, 1)
@@ -248,15 +249,22 @@ def sample_params(family: str, n: int, *, generator: torch.Generator | None = No
 
 
 def render(family: str, size: int, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Kernels (n, size, size), float32, unit L2 norm, from explicit parameters (see ``sample_params``)."""
+    """Kernels (n, size, size), unit L2 norm, from explicit parameters (see ``sample_params``).
+
+    Differentiable in the continuous parameters (``DoGConv2d`` trains through it) and computed on their device in
+    their floating dtype (float32 when none is floating, e.g. all integer tensors); ``kind`` / ``sign`` /
+    ``corner`` only select.
+    """
     group, fn, sign = _SPECS[_check_family(family)]
     size = check_size(size)
     n = len(next(iter(params.values())))
+    floats = [t.dtype for t in params.values() if torch.is_tensor(t) and t.is_floating_point()]
+    dtype = functools.reduce(torch.promote_types, floats) if floats else torch.float32
     if n == 0:
-        return torch.zeros(0, size, size)
-    kernels = sign * fn({**params, "_size": size})
+        return torch.zeros(0, size, size, dtype=dtype, device=params["dx"].device)
+    kernels = sign * fn({**params, "_size": size, "_dtype": dtype})
     norms = kernels.flatten(1).norm(dim=1).clamp_min(1e-12)
-    return (kernels / norms.view(-1, 1, 1)).float()
+    return (kernels / norms.view(-1, 1, 1)).to(dtype)
 
 
 def generate(family: str, n: int, size: int, *, generator: torch.Generator | None = None,

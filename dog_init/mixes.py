@@ -13,7 +13,7 @@ from typing import Mapping, Union
 
 import torch
 
-from .families import FAMILIES, check_size, generate
+from .families import FAMILIES, check_size, render, sample_params
 
 __all__ = ["MIXES", "Mix", "resolve_mix", "allocate", "assign", "sample"]
 
@@ -89,11 +89,20 @@ def sample(n: int, size: int, mix: Mix = "paper", *,
     return render_assignment(families, size, generator), families
 
 
-def render_assignment(families: list[str], size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Kernels (len(families), size, size): kernel i drawn from family ``families[i]``, one ``generate`` per family."""
+def render_assignment(families: list[str], size: int, generator: torch.Generator | None = None, *,
+                      return_params: bool = False):
+    """Kernels (len(families), size, size): kernel i drawn from family ``families[i]``, one draw per family.
+
+    With ``return_params`` also returns ``{family: (indices, params)}``: the parameters ``sample_params`` drew for
+    the kernels ``indices`` of that family (``params[name][j]`` belongs to kernel ``indices[j]``), so a caller can
+    rebuild or train the same kernels (``DoGConv2d``). Same random stream and kernels either way.
+    """
     out = torch.empty(len(families), size, size)
+    drawn = {}
     for family in FAMILIES:
         index = [i for i, name in enumerate(families) if name == family]
         if index:
-            out[index] = generate(family, len(index), size, generator=generator)
-    return out
+            params = sample_params(family, len(index), generator=generator)
+            out[index] = render(family, size, params)
+            drawn[family] = (index, params)
+    return (out, drawn) if return_params else out
