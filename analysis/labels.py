@@ -36,14 +36,16 @@ class TemplateBank:
     coords: np.ndarray       # (T, k*k - 1): centred, unit-norm basis coordinates
     names: np.ndarray        # (T,) coarse family
     fine: np.ndarray         # (T,) fine subtype
+    params: dict = None      # parameter name -> (T,) float32 rendering values, NaN where a family lacks it
 
 
-def _grid(family: str, size: int, axes: dict[str, list], fine) -> tuple[list[torch.Tensor], list[str], list[str]]:
+def _grid(family: str, size: int, axes: dict[str, list], fine):
+    """([kernels], names, fine names, parameters) of every combination of ``axes``."""
     keys = list(axes)
     rows = list(itertools.product(*(axes[k] for k in keys)))
     params = {k: torch.tensor([float(r[i]) for r in rows]) for i, k in enumerate(keys)}
     kernels = render(family, size, params)
-    return [kernels], [family] * len(rows), [fine(dict(zip(keys, r))) for r in rows]
+    return [kernels], [family] * len(rows), [fine(dict(zip(keys, r))) for r in rows], params
 
 
 def families_for(size: int) -> tuple[str, ...]:
@@ -81,11 +83,15 @@ def template_bank(size: int) -> TemplateBank:
               "corner": [0, 1, 2, 3], "dx": [0.0], "dy": [0.0]}
     for family in ("on_square", "off_square"):
         parts.append(_grid(family, size, square, lambda p, f=family: f"{f}/{SQUARE_CORNERS[int(p['corner'])]}"))
-    kernels = torch.cat([k for ks, _, _ in parts for k in ks]).numpy()
-    names = np.array([n for _, ns, _ in parts for n in ns])
-    fine = np.array([f for _, _, fs in parts for f in fs])
+    kernels = torch.cat([k for ks, *_ in parts for k in ks]).numpy()
+    names = np.array([n for _, ns, *_ in parts for n in ns])
+    fine = np.array([f for *_, fs, _ in parts for f in fs])
     keep = np.isin(names, families_for(size))
-    return TemplateBank(kernels[keep], to_basis(kernels[keep]), names[keep], fine[keep])
+    # Kept so a template can seed a parameter fit (analysis.fit) from where it lies.
+    keys = dict.fromkeys(k for *_, p in parts for k in p)
+    params = {k: np.concatenate([p[k].numpy() if k in p else np.full(len(p["dx"]), np.nan, np.float32)
+                                 for *_, p in parts])[keep] for k in keys}
+    return TemplateBank(kernels[keep], to_basis(kernels[keep]), names[keep], fine[keep], params)
 
 
 def match_templates(kernels, *, min_similarity: float = 0.75, bank: TemplateBank | None = None):
