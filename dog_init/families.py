@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import torch
 
 __all__ = ["FAMILIES", "PARAMS", "Uniform", "Choice", "AxisAngle", "generate", "sample_params", "render",
-           "check_size", "SECOND_DERIVATIVE_KINDS", "SQUARE_CORNERS"]
+           "check_size", "as_int", "DOMAINS", "SECOND_DERIVATIVE_KINDS", "SQUARE_CORNERS"]
 
 FAMILIES: tuple[str, ...] = ("on_centre", "off_centre", "on_cross", "off_cross",
                              "first_derivative", "second_derivative", "on_square", "off_square")
@@ -113,6 +114,29 @@ PARAMS: dict[str, dict[str, Uniform | Choice | AxisAngle]] = {
                "corner": Choice((0.0, 1.0, 2.0, 3.0)),  # index into SQUARE_CORNERS
                "dx": _OFFSET, "dy": _OFFSET},
 }
+
+# Where each parameter is defined, checked for values the caller fixes: "> 0" (a Gaussian of sigma 0 is 0/0 = NaN),
+# ">= 0", ">= 1" (an elongation below 1 swaps u and v, so "uu" would mean "vv"), "finite", or a set of values.
+DOMAINS: dict[str, str | tuple[float, ...]] = {
+    "sigma": "> 0", "ratio": "> 0", "surround": ">= 0", "elongation": ">= 1", "theta": "finite",
+    "dx": "finite", "dy": "finite", "kind": (0.0, 1.0, 2.0), "sign": (1.0, -1.0),
+    "width": "> 0", "length": "> 0", "peak": ">= 0",
+    "half": "> 0", "offset": ">= 0", "softness": "> 0", "corner": (0.0, 1.0, 2.0, 3.0),
+}
+_RULES = {"> 0": lambda t: t > 0, ">= 0": lambda t: t >= 0, ">= 1": lambda t: t >= 1,
+          "finite": lambda t: torch.ones_like(t, dtype=torch.bool)}
+
+
+def _check_domain(family: str, name: str, value: torch.Tensor) -> None:
+    """ValueError naming ``name``, its first bad value and its domain unless every entry of ``value`` is in it."""
+    rule = DOMAINS[name]
+    ok = torch.isfinite(value) & (torch.isin(value, torch.tensor(rule, dtype=value.dtype, device=value.device))
+                                  if isinstance(rule, tuple) else _RULES[rule](value))
+    if not bool(ok.all()):
+        bad = value.reshape(-1)[~ok.reshape(-1)][0].item()
+        allowed = (f"one of {', '.join(f'{v:g}' for v in rule)}" if isinstance(rule, tuple)
+                   else "finite" if rule == "finite" else f"finite and {rule}")
+        raise ValueError(f"{family} parameter {name} must be {allowed}, got {bad!r}")
 
 
 # --- rendering ---------------------------------------------------------------------------------------------------
@@ -196,10 +220,23 @@ assert tuple(_SPECS) == FAMILIES
 
 
 # --- public API --------------------------------------------------------------------------------------------------
+def as_int(value, what: str, rule: str) -> int:
+    """``value`` as a Python int if it is an integer (``int``, numpy or 0-d torch integer; not bool), else
+    ValueError naming ``what`` and the ``rule`` it must follow."""
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.is_floating_point()):
+        raise ValueError(f"{what} must be {rule}, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what} must be {rule}, got {value!r}") from None
+
+
 def check_size(size) -> int:
-    """Return ``size`` as int, or raise ValueError unless it is an odd integer >= 3."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 3 or size % 2 == 0:
-        raise ValueError(f"kernel size must be an odd integer >= 3 (3, 5, 7, ..., 31), got {size!r}")
+    """Return ``size`` as int, or raise ValueError unless it is an odd integer >= 3 (no upper bound)."""
+    rule = "an odd integer >= 3 (3, 5, 7, 9, ...)"
+    size = as_int(size, "kernel size", rule)
+    if size < 3 or size % 2 == 0:
+        raise ValueError(f"kernel size must be {rule}, got {size!r}")
     return size
 
 
@@ -210,7 +247,8 @@ def _check_family(family: str) -> str:
 
 
 def _check_n(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    n = as_int(n, "n", "an integer >= 0")
+    if n < 0:
         raise ValueError(f"n must be an integer >= 0, got {n!r}")
     return n
 
@@ -244,6 +282,7 @@ def sample_params(family: str, n: int, *, generator: torch.Generator | None = No
             raise ValueError(f"{name} must be one of {allowed}, got {value.tolist()}")
         if value.ndim > 1 or (value.ndim == 1 and value.shape[0] != n):
             raise ValueError(f"fixed parameter {name!r} must be a scalar or shape ({n},), got {tuple(value.shape)}")
+        _check_domain(family, name, value)
         params[name] = value.expand(n).clone()
     return params
 
@@ -257,14 +296,34 @@ def render(family: str, size: int, params: Mapping[str, torch.Tensor]) -> torch.
     """
     group, fn, sign = _SPECS[_check_family(family)]
     size = check_size(size)
-    n = len(next(iter(params.values())))
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a dict name -> tensor (see sample_params), got {type(params).__name__}")
+    missing = [name for name in PARAMS[group] if name not in params]
+    if missing:
+        raise ValueError(f"render({family!r}) needs parameters {', '.join(PARAMS[group])}; missing: "
+                         f"{', '.join(missing)} (draw them with sample_params({family!r}, n))")
+    lengths = {name: len(torch.as_tensor(params[name]).reshape(-1)) for name in PARAMS[group]}
+    n = lengths[next(iter(PARAMS[group]))]
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"render({family!r}): parameters must all have the same length, got {lengths}")
     floats = [t.dtype for t in params.values() if torch.is_tensor(t) and t.is_floating_point()]
     dtype = functools.reduce(torch.promote_types, floats) if floats else torch.float32
     if n == 0:
         return torch.zeros(0, size, size, dtype=dtype, device=params["dx"].device)
     kernels = sign * fn({**params, "_size": size, "_dtype": dtype})
-    norms = kernels.flatten(1).norm(dim=1).clamp_min(1e-12)
-    return (kernels / norms.view(-1, 1, 1)).to(dtype)
+    norms = kernels.flatten(1).norm(dim=1)
+    bad = ~torch.isfinite(norms) | (norms <= 1e-12)
+    # No unit-norm kernel exists: name the parameters rather than return NaN / 0. Checked on the CPU only, where it
+    # costs nothing; on an accelerator it would stall every DoGConv2d forward for a host round trip.
+    if norms.device.type == "cpu" and bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        for name in PARAMS[group]:
+            _check_domain(family, name, torch.as_tensor(params[name]).reshape(-1)[i:i + 1].detach().float())
+        values = ", ".join(f"{name}={float(torch.as_tensor(params[name]).reshape(-1)[i]):g}" for name in PARAMS[group])
+        raise ValueError(f"{family} kernel {i} of size {size} is {'zero' if torch.isfinite(norms[i]) else 'not finite'}"
+                         f" and has no unit-norm shape ({values}); e.g. ratio=1 with surround=1 cancels the DoG, "
+                         f"an offset far outside the kernel leaves nothing on it")
+    return (kernels / norms.clamp_min(1e-12).view(-1, 1, 1)).to(dtype)
 
 
 def generate(family: str, n: int, size: int, *, generator: torch.Generator | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -17,8 +18,10 @@ from typing import Iterable, Union
 import torch
 from torch import nn
 
-from .families import FAMILIES
+from .branches import split_kernel, summed_groups
+from .families import FAMILIES, as_int
 from .mixes import Mix, assign, render_assignment, resolve_mix
+from .weight_access import check_writable, effective_weight, write_weight_
 
 __all__ = ["dog_init_", "InitReport", "LayerInit", "depthwise_reason", "find_depthwise", "default_std"]
 
@@ -33,6 +36,7 @@ class LayerInit:
     name: str                 # module name, as in model.named_modules()
     kernel_size: int
     families: list[str]       # one coarse family per output channel, in channel order
+    summed_with: list[str] = field(default_factory=list)   # branches summed with this one: same kernels, split
 
     def counts(self) -> dict[str, int]:
         counted = Counter(self.families)
@@ -74,7 +78,22 @@ class InitReport:
         rows.append("legend: " + ", ".join(f"{short[f]}={f}" for f in families))
         rows.append(f"{len(self.layers)} depthwise layers initialised ({self.model}, mix {self.mix}, "
                     f"scale {self.scale!r}, seed {self.seed}); {len(self.skipped)} convs skipped")
+        groups = self.summed_groups()
+        if groups:
+            rows.append(f"{len(groups)} groups of summed branches, each applying one DoG kernel per channel "
+                        f"between its members: " + "; ".join(" + ".join(g) for g in groups[:3])
+                        + (" ..." if len(groups) > 3 else ""))
         return "\n".join(rows)
+
+    def summed_groups(self) -> list[list[str]]:
+        """Names of the depthwise branches a block sums, one list per block with more than one (see ``branches``)."""
+        seen, groups = set(), []
+        for layer in self.layers:
+            if layer.summed_with and layer.name not in seen:
+                group = [x.name for x in self.layers if x.name == layer.name or x.name in layer.summed_with]
+                seen.update(group)
+                groups.append(group)
+        return groups
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,7 +144,7 @@ def _check_scale(scale) -> Scale:
         if scale not in SCALES:
             raise ValueError(f"unknown scale {scale!r}; allowed: {', '.join(SCALES)} or a positive float")
         return scale
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (0 < scale < math.inf):
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (0 < scale < math.inf):
         raise ValueError(f"scale must be one of {', '.join(SCALES)} or a positive finite float, got {scale!r}")
     return float(scale)
 
@@ -135,6 +154,9 @@ def _compile(patterns, what: str) -> list[re.Pattern]:
         return []
     if isinstance(patterns, str):
         patterns = [patterns]
+    patterns = list(patterns) if isinstance(patterns, Iterable) else patterns
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        raise TypeError(f"{what} must be None, a regex string or a list of them, got {patterns!r}")
     compiled = []
     for pattern in patterns:
         try:
@@ -144,15 +166,53 @@ def _compile(patterns, what: str) -> list[re.Pattern]:
     return compiled
 
 
-def _scaled(kernels: torch.Tensor, conv: nn.Conv2d, scale: Scale) -> torch.Tensor:
-    """Unit-norm kernels (C, k, k) rescaled for ``conv`` as ``scale`` asks."""
+def _check_seed(seed) -> int | None:
+    if seed is None:
+        return None
+    seed = as_int(seed, "seed", "None or an integer in [0, 2**64)")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be None or an integer in [0, 2**64), got {seed!r}")
+    return seed
+
+
+def _target_std(units, scale: Scale) -> list[float | None]:
+    """Per unit, the std its effective kernel gets (None for "unit" / a norm), checked before anything is written."""
+    if not isinstance(scale, str) or scale == "unit":
+        return [None] * len(units)
+    if scale == "default":
+        return [default_std(max(convs, key=lambda c: c.kernel_size[0])) for _, convs in units]
+    targets, bad = [], []
+    for names, convs in units:
+        std = _effective_block(convs).float().std().item()
+        if not (math.isfinite(std) and std > 0):
+            bad.append(f"{' + '.join(map(repr, names))} (std {std})")
+        targets.append(std)
+    if bad:
+        raise ValueError(f"scale='match' needs a finite, non-zero weight std to keep, but the weights of "
+                         f"{len(bad)} layer(s) have none: {'; '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; use "
+                         f"scale='default' (PyTorch's default-init std) or a float")
+    return targets
+
+
+def _effective_block(convs: list[nn.Conv2d]) -> torch.Tensor:
+    """The kernel (out_channels, L, L) that summed branches apply together: their weights, centred and added."""
+    big = max(c.kernel_size[0] for c in convs)
+    total = 0
+    for conv in convs:
+        pad = (big - conv.kernel_size[0]) // 2
+        total = total + nn.functional.pad(effective_weight(conv).reshape(conv.out_channels, *conv.kernel_size),
+                                          (pad, pad, pad, pad))
+    return total
+
+
+def _scaled(kernels: torch.Tensor, target_std: float | None, scale: Scale) -> torch.Tensor:
+    """Unit-norm kernels (C, k, k) rescaled as ``scale`` asks (``target_std`` from ``_target_std``)."""
     if scale == "unit":
         return kernels
     if isinstance(scale, float):
         return kernels * scale
-    target = default_std(conv) if scale == "default" else conv.weight.detach().float().std().item()
     std = kernels.std()
-    return kernels * (target / std) if std > 0 else kernels
+    return kernels * (target_std / std) if std > 0 else kernels
 
 
 @torch.no_grad()
@@ -163,18 +223,30 @@ def dog_init_(model: nn.Module, mix: Mix = "paper", *, scale: Scale = "default",
 
     Within a layer the family counts follow ``mix`` exactly (largest-remainder rounding, ``mixes.allocate``) and
     are assigned to output channels in a seeded random order; each kernel's parameters are drawn from the ranges
-    in ``families.PARAMS``.
+    in ``families.PARAMS``. Depthwise branches whose outputs a block sums (MobileOne, RepVGG, FastViT; see
+    ``branches``) are one unit: they get the same families and parameters per channel, and together apply the DoG
+    kernel (each pixel split equally between the branches covering it); ``LayerInit.summed_with`` lists them.
+    Weights behind ``weight_norm`` (either API) are set through it, so the conv applies the DoG kernel.
 
     scale: ``"default"`` gives each layer the weight std of PyTorch's default init (``default_std``), so learning
         rate recipes keep working; ``"match"`` keeps the layer's current std (e.g. timm's trunc_normal init);
-        ``"unit"`` makes each kernel unit L2 norm; a float sets each kernel's L2 norm.
+        ``"unit"`` makes each kernel unit L2 norm; a float sets each kernel's L2 norm. For summed branches these
+        apply to the kernel they apply together.
     include / exclude: regexes searched in module names; a conv must match some ``include`` (if given) and no
         ``exclude``.
     seed: seeds a private ``torch.Generator``; None draws the seed from torch's global RNG (so
         ``torch.manual_seed`` still makes the run reproducible) and records it in the report.
+
+    Every argument, and every chosen layer (weight with storage, settable through its reparameterisation, a
+    finite non-zero std for ``"match"``), is checked before any weight changes: ValueError / TypeError name the
+    bad value and what is allowed.
     """
+    if not isinstance(model, nn.Module):
+        hint = " (build it first, e.g. timm.create_model(name))" if isinstance(model, str) else ""
+        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__} {model!r:.60}{hint}")
     mix = resolve_mix(mix)
     scale = _check_scale(scale)
+    seed = _check_seed(seed)
     includes, excludes = _compile(include, "include"), _compile(exclude, "exclude")
     eligible, skipped = find_depthwise(model)
     if not eligible:
@@ -191,20 +263,33 @@ def dog_init_(model: nn.Module, mix: Mix = "paper", *, scale: Scale = "default",
     if not chosen:
         raise ValueError(f"include={include!r} / exclude={exclude!r} leave none of the {len(eligible)} depthwise "
                          f"convs of {type(model).__name__}; e.g. {eligible[0][0]!r}")
+    for name, conv in chosen:
+        check_writable(name, conv)
+    units = [([chosen[i][0] for i in group], [chosen[i][1] for i in group]) for group in summed_groups(model, chosen)]
+    targets = _target_std(units, scale)
+
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
     generator = torch.Generator().manual_seed(seed)
     report = InitReport(type(model).__name__, mix, scale, seed, skipped=skipped)
-    for name, conv in chosen:
-        report.layers.append(LayerInit(name, conv.kernel_size[0], assign(conv.out_channels, mix, generator)))
+    unit_families = [assign(convs[0].out_channels, mix, generator) for _, convs in units]
+    unit_size = [max(c.kernel_size[0] for c in convs) for _, convs in units]
+    layer_of = {}
+    for (names, convs), families in zip(units, unit_families):
+        for name, conv in zip(names, convs):
+            layer_of[name] = LayerInit(name, conv.kernel_size[0], families, [n for n in names if n != name])
+    report.layers = [layer_of[name] for name, _ in chosen]
 
-    # One render per kernel size over all layers: a few large vectorised calls instead of one per layer.
-    for size in sorted({layer.kernel_size for layer in report.layers}):
-        group = [(layer, conv) for layer, (_, conv) in zip(report.layers, chosen) if layer.kernel_size == size]
-        kernels = render_assignment([f for layer, _ in group for f in layer.families], size, generator)
+    # One render per kernel size over all units: a few large vectorised calls instead of one per layer.
+    for size in sorted(set(unit_size)):
+        at = [u for u, s in enumerate(unit_size) if s == size]
+        kernels = render_assignment([f for u in at for f in unit_families[u]], size, generator)
         start = 0
-        for layer, conv in group:
-            block = kernels[start:start + conv.out_channels]
-            start += conv.out_channels
-            conv.weight.copy_(_scaled(block, conv, scale).view_as(conv.weight))
+        for u in at:
+            names, convs = units[u]
+            block = _scaled(kernels[start:start + convs[0].out_channels], targets[u], scale)
+            start += convs[0].out_channels
+            parts = split_kernel(block, [c.kernel_size[0] for c in convs]) if len(convs) > 1 else [block]
+            for name, conv, part in zip(names, convs, parts):
+                write_weight_(name, conv, part.reshape(conv.out_channels, 1, *conv.kernel_size))
     return report
