@@ -11,6 +11,8 @@ from .families import FAMILIES, PARAMS, SECOND_DERIVATIVE_KINDS, SQUARE_CORNERS,
 from .init import InitReport, LayerInit, default_std, depthwise_reason, dog_init_, find_depthwise
 from .mixes import MIXES, allocate, resolve_mix, sample
 from .registry import get_init, list_inits, register_init
+from .dogconv import BOUNDS, DoGConv2d
+from .convert import bake_, convert_, convert_reason, depthwise_stats
 
 __version__ = "0.1.0"
 
@@ -19,4 +21,5 @@ __all__ = [
     "generate", "render", "sample_params", "sample", "allocate", "resolve_mix",
     "dog_init_", "InitReport", "LayerInit", "find_depthwise", "depthwise_reason", "default_std",
     "get_init", "list_inits", "register_init",
+    "DoGConv2d", "BOUNDS", "convert_", "bake_", "convert_reason", "depthwise_stats",
 ]

@@ -314,8 +314,9 @@ def render(family: str, size: int, params: Mapping[str, torch.Tensor]) -> torch.
     norms = kernels.flatten(1).norm(dim=1)
     bad = ~torch.isfinite(norms) | (norms <= 1e-12)
     # No unit-norm kernel exists: name the parameters rather than return NaN / 0. Checked on the CPU only, where it
-    # costs nothing; on an accelerator it would stall every DoGConv2d forward for a host round trip.
-    if norms.device.type == "cpu" and bool(bad.any()):
+    # costs nothing; on an accelerator it would stall every DoGConv2d forward for a host round trip. Not while
+    # torch.compile / torch.export trace it either: a data-dependent branch breaks the graph / fails the export.
+    if norms.device.type == "cpu" and not torch.compiler.is_compiling() and bool(bad.any()):
         i = int(bad.nonzero()[0])
         for name in PARAMS[group]:
             _check_domain(family, name, torch.as_tensor(params[name]).reshape(-1)[i:i + 1].detach().float())
