@@ -137,7 +137,8 @@ class KernelClassifier:
             from .kmeans3 import classifier_from_centroids
             return classifier_from_centroids(tensors["centroids"].numpy(), meta["names"], meta["fine"],
                                              threshold=threshold, meta=meta)
-        model = KernelAutoencoder(size, meta["widths"], meta["negative_slope"])
+        with torch.random.fork_rng(devices=[]):   # the layers' random initial weights are overwritten at once
+            model = KernelAutoencoder(size, meta["widths"], meta["negative_slope"])
         model.load_state_dict(tensors)
         intervals = [Interval(**iv) for iv in meta["intervals"]]
         return cls.from_autoencoder(model, threshold=threshold, intervals=intervals, n_codes=meta["n_codes"],

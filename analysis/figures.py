@@ -31,7 +31,7 @@ from .labels import LABELS, OTHER, UNCLUSTERED  # noqa: E402
 from .preprocess import check_kernels, degenerate, to_basis  # noqa: E402
 
 __all__ = ["PALETTE", "DEGENERATE", "colour", "pretty", "plot_spectrum", "plot_centroids", "plot_pca",
-           "plot_samples", "plot_layer_proportions", "plot_activation"]
+           "plot_samples", "samples_figure", "plot_layer_proportions", "layer_proportions_figure", "plot_activation"]
 
 DEGENERATE = "degenerate"
 # Fixed per family so a colour means the same thing in every figure. On/off pairs share a hue family where it
@@ -230,6 +230,13 @@ def plot_pca(kernels, labels, path, *, max_points: int = 5000, seed: int = 0, ti
 def plot_samples(kernels, labels, path, *, fine_labels=None, per_cluster: int = 8, seed: int = 0,
                  title: str | None = None) -> Path:
     """Fig. 5: one row per cluster present, ``per_cluster`` random (seeded) kernels each, titled with subtype."""
+    return _save(samples_figure(kernels, labels, fine_labels=fine_labels, per_cluster=per_cluster, seed=seed,
+                                title=title), path)
+
+
+def samples_figure(kernels, labels, *, fine_labels=None, per_cluster: int = 8, seed: int = 0,
+                   title: str | None = None):
+    """The figure of ``plot_samples``, unsaved (e.g. for TensorBoard's ``add_figure``)."""
     arr = check_kernels(kernels)
     if fine_labels is not None and len(fine_labels) != len(arr):
         raise ValueError(f"{len(arr)} kernels but {len(fine_labels)} fine labels")
@@ -262,7 +269,7 @@ def plot_samples(kernels, labels, path, *, fine_labels=None, per_cluster: int = 
     fig.suptitle(title or f"Random kernels per cluster (row: cluster, count and share of {n_total} "
                           "non-degenerate kernels)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 # --------------------------------------------------------------------------------------------------- Fig. 7/11
@@ -271,6 +278,12 @@ def plot_layer_proportions(labels, layer_index, layer_names, path, *, degenerate
     """Fig. 7 / 11: per layer (source order on x), the share of its kernels in each cluster, stacked.
 
     Degenerate kernels (``degenerate_mask``) get their own dark segment rather than hiding in "unclustered"."""
+    return _save(layer_proportions_figure(labels, layer_index, layer_names, degenerate_mask=degenerate_mask,
+                                          title=title), path)
+
+
+def layer_proportions_figure(labels, layer_index, layer_names, *, degenerate_mask=None, title: str | None = None):
+    """The figure of ``plot_layer_proportions``, unsaved (e.g. for TensorBoard's ``add_figure``)."""
     labels = np.asarray(labels).astype(str).copy()
     layer_index = np.asarray(layer_index, dtype=np.int64)
     if len(labels) == 0:
@@ -303,7 +316,7 @@ def plot_layer_proportions(labels, layer_index, layer_names, path, *, degenerate
               title_fontsize=8)
     ax.set_title(title or f"Cluster shares per layer ({len(labels)} kernels, {len(used)} layers; "
                           "tick: layer (kernels))", fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
 def _short(name: str, width: int = 28) -> str:

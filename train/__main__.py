@@ -1,0 +1,77 @@
+"""``python -m train --config recipes/X.yaml [--output-dir D] [--epochs N] [--seed S] [--resume auto|PATH]
+[--SECTION.KEY VALUE ...]``: train a timm model with default or DoG initialisation and watch its depthwise kernels'
+clusters (also under ``accelerate launch -m train`` and ``torchrun --nproc_per_node N -m train``).
+
+Exit status: 0 done, 2 bad configuration / option / data folder (nothing written), 1 a failure during training
+(e.g. an unreadable image), 130 interrupted (the checkpoint being written was finished; resume with --resume auto).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import ConfigError, SECTIONS, apply_overrides, describe, load_recipe
+
+OPTIONS = ("--config", "--output-dir", "--epochs", "--seed", "--resume")
+
+
+def parse_args(argv=None):
+    """(options, Config); exits with status 2 and a message naming the bad option, key or value."""
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n\n")[0],
+                                     epilog="configuration keys (--SECTION.KEY VALUE, default, meaning):\n"
+                                            + describe(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("--config", metavar="RECIPE.yaml", help="recipe; keys it does not set keep their defaults")
+    parser.add_argument("--output-dir", metavar="DIR", help="run folder (train.output_dir; default runs/<recipe>)")
+    parser.add_argument("--epochs", type=int, metavar="N", help="train.epochs")
+    parser.add_argument("--seed", type=int, metavar="S", help="train.seed")
+    parser.add_argument("--resume", metavar="auto|PATH", help="continue from the newest complete checkpoint of the "
+                        "output dir (auto) or from OUTPUT/checkpoints/epoch_N")
+    args, rest = parser.parse_known_args(argv)
+    pairs, i = [], 0
+    while i < len(rest):
+        token = rest[i]
+        name = token[2:].split("=", 1)[0]
+        if not token.startswith("--") or "." not in name:
+            parser.error(f"unknown option {token!r}; options: {', '.join(OPTIONS)}, or --SECTION.KEY VALUE with "
+                         f"sections {', '.join(SECTIONS)} (see --help)")
+        if "=" in token:
+            pairs.append((name, token.split("=", 1)[1]))
+            i += 1
+        elif i + 1 < len(rest):
+            pairs.append((name, rest[i + 1]))
+            i += 2
+        else:
+            parser.error(f"option {token} needs a value")
+    try:
+        cfg = apply_overrides(load_recipe(args.config), pairs)
+        for key, value in (("train.epochs", args.epochs), ("train.seed", args.seed),
+                           ("train.output_dir", args.output_dir)):
+            if value is not None:
+                apply_overrides(cfg, [(key, str(value))])
+    except ConfigError as err:
+        parser.error(str(err))
+    return args, cfg, parser
+
+
+def main(argv=None) -> int:
+    args, cfg, parser = parse_args(argv)
+    from .data import UnreadableImage
+    from .trainer import fit
+    try:
+        fit(cfg, resume=args.resume, recipe=args.config)
+    except ConfigError as err:
+        parser.error(str(err))
+    except UnreadableImage as err:
+        # A worker's error arrives wrapped in its traceback; the last line is ours and names the file.
+        print(f"error: unreadable image: {str(err).strip().splitlines()[-1].split('UnreadableImage: ')[-1]}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; no partial checkpoint was left. Continue with --resume auto", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Epoch checkpoints through ``accelerator.save_state``, written atomically, verified on resume, pruned.
+
+Layout: ``OUTPUT/checkpoints/epoch_N/`` holds what Accelerate saves (model, optimiser, RNG states of every process,
+the registered scheduler / counters / EMA) plus ``complete.json``, a manifest of every file's size and CRC32 written
+last. A checkpoint is written into ``.epoch_N.partial`` and renamed when complete, with SIGINT / SIGTERM held back
+meanwhile (Ctrl-C finishes the write, then stops), so a visible ``epoch_N`` is always whole. On ``--resume auto``,
+checkpoints are tried newest first; one whose manifest is missing or does not match its files, or that fails to
+load, is skipped with a warning naming it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import warnings
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+
+from torch import nn
+
+from dog_init.preview import atomic_path
+
+__all__ = ["CheckpointManager", "CheckpointError", "held_signals", "save_weights", "read_weights_metadata", "MANIFEST"]
+
+MANIFEST = "complete.json"
+_NAME = re.compile(r"^epoch_(\d+)$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names it."""
+
+
+@contextmanager
+def held_signals():
+    """Hold SIGINT and SIGTERM until the block ends (then they are delivered), in the main thread."""
+    import threading
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def _manifest(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): {"size": p.stat().st_size, "crc32": _crc32(p)}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+class CheckpointManager:
+    def __init__(self, out_dir: Path, accelerator, keep_last: int = 2):
+        if keep_last < 1:
+            raise ValueError(f"train.keep_last must be >= 1, got {keep_last}")
+        self.root, self.accelerator, self.keep_last = Path(out_dir) / "checkpoints", accelerator, keep_last
+
+    # ---------------------------------------------------------------------------------------------- reading
+    def complete(self) -> list[tuple[int, Path]]:
+        """(epoch, folder) of every checkpoint that has a manifest, newest first (not yet verified)."""
+        if not self.root.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.root.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()]
+        return sorted(found, reverse=True)
+
+    def verify(self, folder: Path) -> dict:
+        """The manifest of ``folder``, or CheckpointError saying what is wrong with it."""
+        path = folder / MANIFEST
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {str(folder)!r} has no {MANIFEST} (an interrupted write?)")
+        try:
+            manifest = json.loads(path.read_text())
+            files = manifest["files"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"checkpoint {str(folder)!r}: unreadable {MANIFEST} ({err})") from None
+        for name, want in files.items():
+            p = folder / name
+            if not p.is_file():
+                raise CheckpointError(f"checkpoint {str(folder)!r}: {name} is missing")
+            if p.stat().st_size != want["size"]:
+                raise CheckpointError(f"checkpoint {str(folder)!r}: {name} is truncated ({p.stat().st_size} of "
+                                      f"{want['size']} bytes)")
+            if _crc32(p) != want["crc32"]:
+                raise CheckpointError(f"checkpoint {str(folder)!r}: {name} is corrupt (CRC32 mismatch)")
+        return manifest
+
+    def load(self, spec: str) -> Path | None:
+        """Load the checkpoint ``spec`` names (``auto``: the newest one that verifies and loads; a path: that one).
+        Returns its folder, or None when ``auto`` finds none. Every process loads its own RNG state."""
+        if spec != "auto":
+            folder = Path(spec)
+            if not folder.is_dir():
+                raise CheckpointError(f"--resume {spec!r} is not a checkpoint folder (expected "
+                                      f"OUTPUT/checkpoints/epoch_N or 'auto')")
+            self.verify(folder)
+            self._load_state(folder)
+            return folder
+        for _, folder in self.complete():
+            try:
+                self.verify(folder)
+                self._load_state(folder)
+                return folder
+            except Exception as err:   # a corrupt file fails inside torch / safetensors with their own types
+                message = str(err) if isinstance(err, CheckpointError) else \
+                    f"checkpoint {str(folder)!r} failed to load ({type(err).__name__}: {str(err)[:200]})"
+                if self.accelerator.is_main_process:
+                    warnings.warn(f"{message}; skipping it", stacklevel=2)
+        return None
+
+    def _load_state(self, folder: Path) -> None:
+        self.accelerator.load_state(str(folder))
+
+    # ---------------------------------------------------------------------------------------------- writing
+    def clean_partial(self) -> None:
+        """Remove folders of writes that never completed (main process)."""
+        if self.accelerator.is_main_process and self.root.is_dir():
+            for p in self.root.glob(".epoch_*.partial"):
+                shutil.rmtree(p, ignore_errors=True)
+
+    def save(self, epoch: int, step: int, top1: float | None, best_epoch: int) -> Path:
+        """Write ``epoch_<epoch>`` atomically from every process's state, then prune old ones."""
+        acc = self.accelerator
+        tmp, final = self.root / f".epoch_{epoch}.partial", self.root / f"epoch_{epoch}"
+        with held_signals():
+            if acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            acc.wait_for_everyone()
+            acc.save_state(str(tmp))
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                manifest = {"epoch": epoch, "step": step, "top1": top1, "files": _manifest(tmp)}
+                (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+                _fsync_tree(tmp)
+                if final.exists():   # the same epoch written again after a crash between write and prune
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
+                self._prune(best_epoch)
+            acc.wait_for_everyone()
+        return final
+
+    def _prune(self, best_epoch: int) -> None:
+        kept = [epoch for epoch, _ in self.complete()][: self.keep_last]
+        for epoch, folder in self.complete():
+            if epoch not in kept and epoch != best_epoch:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush the files to disk before the rename makes them visible (a power cut must not leave a
+    manifest that vouches for data that never reached the disk)."""
+    for p in folder.rglob("*"):
+        if p.is_file():
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> Path:
+    """The model's weights as safetensors at ``path`` (atomically), with ``metadata`` in the header."""
+    from safetensors.torch import save_model
+    with held_signals(), atomic_path(path) as tmp:
+        save_model(model, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+    return Path(path)
+
+
+def read_weights_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as fh:
+        return dict(fh.metadata() or {})
+

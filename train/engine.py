@@ -1,0 +1,130 @@
+"""One training epoch and one evaluation, driven by Accelerate (devices, precision, accumulation, processes).
+
+``train_one_epoch`` keeps the loss on the device and reads it only at log intervals, so the loop adds no
+synchronisation to a bare PyTorch loop (``benchmarks/trainer.py`` measures the ratio). ``evaluate`` scores the whole
+validation set exactly once across processes: prepared loaders pad the last batches, ``gather_for_metrics`` drops
+the padding.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from tqdm.auto import tqdm
+
+__all__ = ["TrainState", "build_loss", "train_one_epoch", "evaluate"]
+
+
+@dataclass
+class TrainState:
+    """Counters saved with every checkpoint (``accelerator.register_for_checkpointing``)."""
+    epoch: int = 0             # completed epochs
+    step: int = 0              # optimiser steps taken
+    best_top1: float = -1.0    # best validation top-1 so far, %
+    best_epoch: int = -1
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def build_loss(label_smoothing: float, mixup: bool) -> torch.nn.Module:
+    """Soft-target cross-entropy under mixup / cutmix (timm's Mixup smooths the targets itself), else (smoothed)
+    cross-entropy."""
+    if mixup:
+        return SoftTargetCrossEntropy()
+    return LabelSmoothingCrossEntropy(label_smoothing) if label_smoothing > 0 else torch.nn.CrossEntropyLoss()
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, state: TrainState, *, epoch: int,
+                    epochs: int, clip_grad: float | None = None, clip_mode: str = "norm", mixup=None, ema=None,
+                    log_interval: int = 50, log: Callable[[dict, int], None] | None = None,
+                    on_step: Callable[[int], None] | None = None) -> dict:
+    """Train ``model`` for one pass over ``loader``; returns the epoch's mean loss, last lr, images/s, skips."""
+    model.train()
+    device = accelerator.device
+    total_loss = torch.zeros((), device=device)
+    seen = torch.zeros((), device=device)
+    skipped = torch.zeros((), dtype=torch.long, device=device)
+    window_loss, window_n, window_images = torch.zeros((), device=device), 0, 0
+    window_start = start = time.perf_counter()
+    images = 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
+               disable=not accelerator.is_main_process)
+    for x, y, n_bad in bar:
+        batch = len(x)
+        if mixup is not None:
+            x, y = mixup(x, y)
+        with accelerator.accumulate(model):
+            loss = loss_fn(model(x), y)
+            accelerator.backward(loss)
+            if clip_grad is not None and accelerator.sync_gradients:
+                if clip_mode == "value":
+                    accelerator.clip_grad_value_(model.parameters(), clip_grad)
+                else:
+                    accelerator.clip_grad_norm_(model.parameters(), clip_grad)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        detached = loss.detach()
+        total_loss += detached * batch
+        seen += batch
+        skipped += n_bad
+        window_loss += detached
+        window_n += 1
+        window_images += batch * accelerator.num_processes
+        images += batch * accelerator.num_processes
+        if not accelerator.sync_gradients:
+            continue
+        state.step += 1
+        scheduler.step_update(num_updates=state.step)
+        if ema is not None:
+            ema.update(accelerator.unwrap_model(model), step=state.step)
+        if state.step % log_interval == 0:
+            now = time.perf_counter()
+            stats = {"train/loss": (window_loss / window_n).item(), "train/lr": optimizer.param_groups[0]["lr"],
+                     "train/images_per_s": window_images / max(now - window_start, 1e-9)}
+            bar.set_postfix(loss=f"{stats['train/loss']:.3f}", lr=f"{stats['train/lr']:.2e}",
+                            img_s=f"{stats['train/images_per_s']:.0f}")
+            if log is not None:
+                log(stats, state.step)
+            window_loss.zero_()
+            window_n, window_images, window_start = 0, 0, now
+        if on_step is not None:
+            on_step(state.step)
+    bar.close()
+    seconds = time.perf_counter() - start
+    total_loss, seen, skipped = (accelerator.reduce(t, "sum") for t in (total_loss, seen, skipped))
+    return {"train_loss": (total_loss / seen.clamp_min(1)).item(), "lr": optimizer.param_groups[0]["lr"],
+            "images_per_s": images / max(seconds, 1e-9), "train_seconds": seconds, "skipped_images": int(skipped)}
+
+
+@torch.no_grad()
+def evaluate(model, loader, accelerator, *, prepared: bool = True, desc: str = "eval") -> dict:
+    """Top-1 / top-5 accuracy (%) and mean cross-entropy over the whole validation set, each image counted once.
+
+    prepared: the loader was prepared by ``accelerator`` (padding dropped by ``gather_for_metrics``); otherwise each
+        process holds a disjoint shard (FFCV) and the sums are reduced.
+    """
+    model.eval()
+    device = accelerator.device
+    sums = torch.zeros(4, dtype=torch.float64, device=device)   # correct@1, correct@5, loss, count
+    for x, y, _ in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_main_process):
+        logits = model(x).float()
+        loss = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hit = top == y.view(-1, 1)
+        c1, c5 = hit[:, 0], hit.any(dim=1)
+        if prepared:
+            c1, c5, loss = accelerator.gather_for_metrics((c1, c5, loss))
+        sums += torch.stack([c1.sum(), c5.sum(), loss.sum(), torch.tensor(len(c1), device=device)]).double()
+    if not prepared:
+        sums = accelerator.reduce(sums, "sum")
+    n = max(sums[3].item(), 1.0)
+    return {"top1": 100 * sums[0].item() / n, "top5": 100 * sums[1].item() / n, "eval_loss": sums[2].item() / n,
+            "eval_images": int(sums[3].item())}

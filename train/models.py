@@ -1,0 +1,125 @@
+"""Model construction for the trainer: any timm model, initialised through ``dog_init``'s registry.
+
+timm ships ConvMixer-768/32, -1024/20 and -1536/20 only; the CIFAR-sized ConvMixers of Trockman & Kolter ("Patches
+Are All You Need?", 2022) are registered here with timm's ``register_model`` so that ``convmixer_256_8`` is a
+timm name like any other (``timm.create_model("convmixer_256_8", kernel_size=7, patch_size=2)``).
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import timm
+import torch
+from timm.models import generate_default_cfgs, register_model
+from timm.models.convmixer import ConvMixer, _cfg, _create_convmixer
+from torch import nn
+
+from dog_init import InitReport, dog_init_, get_init, list_inits
+
+from .config import Config, ConfigError
+
+__all__ = ["check_model_name", "build_model", "depthwise_parameter_count"]
+
+
+def _convmixer(variant: str, pretrained: bool, defaults: dict, **kwargs) -> ConvMixer:
+    # timm's ConvMixer defaults (GELU, kernel 9, patch 7); recipes set kernel and patch size (even dim / depth).
+    args = {"kernel_size": 9, "patch_size": 7, **defaults, **kwargs}
+    return _create_convmixer(variant, pretrained, **args)
+
+
+# CIFAR-sized inputs; no published weights (the registry then answers pretrained=True with a clear error).
+default_cfgs = generate_default_cfgs({name: _cfg(input_size=(3, 32, 32), crop_pct=1.0)
+                                      for name in ("convmixer_256_8", "convmixer_128_6")})
+
+if not timm.is_model("convmixer_256_8"):   # a module reload must not register twice
+    @register_model
+    def convmixer_256_8(pretrained: bool = False, **kwargs) -> ConvMixer:
+        """ConvMixer-256/8, the CIFAR-10 model of Trockman & Kolter (kernel 9 patch 7 unless set)."""
+        return _convmixer("convmixer_256_8", pretrained, {"dim": 256, "depth": 8}, **kwargs)
+
+    @register_model
+    def convmixer_128_6(pretrained: bool = False, **kwargs) -> ConvMixer:
+        """ConvMixer-128/6: a small CIFAR-scale ConvMixer for CPU budgets (kernel 9 patch 7 unless set)."""
+        return _convmixer("convmixer_128_6", pretrained, {"dim": 128, "depth": 6}, **kwargs)
+
+
+def check_model_name(name: str) -> None:
+    """ConfigError for a name timm does not know, with the closest known names."""
+    if timm.is_model(name):
+        return
+    known = timm.list_models()
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+    close += [m for m in timm.list_models(f"*{name.split('_')[0]}*") if m not in close][:max(0, 6 - len(close))]
+    raise ConfigError(f"unknown timm model {name!r}" + (f"; close names: {', '.join(close)}" if close else
+                                                         "; see timm.list_models('*PATTERN*')"))
+
+
+def _check_init(cfg: Config) -> None:
+    if cfg.init.name not in list_inits():
+        raise ConfigError(f"init.name must be one of {', '.join(list_inits())}, got {cfg.init.name!r}")
+    if cfg.init.profile is not None and not Path(cfg.init.profile).is_file():
+        raise ConfigError(f"init.profile {cfg.init.profile!r} does not exist (write one with "
+                          "`python -m analysis profile --model ... --out profile.json`)")
+    uses_dog = cfg.init.name == "dog" or cfg.init.parameterise == "dog"
+    if cfg.init.profile is not None and not uses_dog:
+        raise ConfigError(f"init.profile needs init.name dog (or init.parameterise dog), got {cfg.init.name!r}")
+
+
+def build_model(cfg: Config, num_classes: int) -> tuple[nn.Module, InitReport | None]:
+    """The timm model of ``cfg.model`` with ``num_classes`` outputs, initialised as ``cfg.init`` says.
+
+    Seeds torch with ``train.seed`` first, so the default initialisation is reproducible too. Returns the model
+    (on the CPU, float32) and dog_init's report (None for the default initialisation).
+    """
+    check_model_name(cfg.model.name)
+    _check_init(cfg)
+    torch.manual_seed(cfg.train.seed)
+    try:
+        model = timm.create_model(cfg.model.name, pretrained=cfg.model.pretrained, num_classes=num_classes,
+                                  **cfg.model.kwargs)
+    except TypeError as err:   # an unknown or duplicated keyword argument
+        raise ConfigError(f"model.kwargs {cfg.model.kwargs} do not fit timm model {cfg.model.name!r}: {err}") from None
+    if cfg.model.checkpoint:
+        _load_weights(model, cfg.model.checkpoint)
+    report = _initialise(model, cfg)
+    if cfg.model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, report
+
+
+def _initialise(model: nn.Module, cfg: Config) -> InitReport | None:
+    seed = cfg.train.seed if cfg.init.seed is None else cfg.init.seed
+    mix = cfg.init.mix
+    if cfg.init.profile is not None:
+        from dog_init import load_profile
+        mix = load_profile(cfg.init.profile)
+    options = dict(scale=cfg.init.scale, include=cfg.init.include, exclude=cfg.init.exclude, seed=seed)
+    if cfg.init.parameterise == "dog":
+        from dog_init import convert_
+        return convert_(model, mix, residual=cfg.init.residual, **{k: v for k, v in options.items() if k != "scale"})
+    if cfg.init.name == "dog":
+        return dog_init_(model, mix, **options)
+    get_init(cfg.init.name)(model)
+    return None
+
+
+def _load_weights(model: nn.Module, path: str) -> None:
+    from analysis.kernels import _read_state_dict   # the one reader of checkpoint files (wrappers, prefixes)
+    state = _read_state_dict(Path(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or len(missing) == len(model.state_dict()):
+        raise ConfigError(f"model.checkpoint {path!r} does not fit {type(model).__name__}: {len(missing)} missing "
+                          f"and {len(unexpected)} unexpected keys, e.g. {(missing + unexpected)[:3]}")
+
+
+def depthwise_parameter_count(model: nn.Module) -> int:
+    """Trainable parameters of the depthwise layers (plain depthwise convs or DoGConv2d)."""
+    from dog_init import find_depthwise
+    convs = [m for _, m in find_depthwise(model)[0]]
+    try:
+        from dog_init import DoGConv2d
+        convs += [m for m in model.modules() if isinstance(m, DoGConv2d)]
+    except ImportError:
+        pass
+    return sum(p.numel() for m in convs for p in m.parameters() if p.requires_grad)
