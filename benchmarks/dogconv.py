@@ -7,8 +7,8 @@ forward + backward (cross-entropy on a fixed random batch of 64) of each model, 
 the script prints the medians and their ratio. ``DoGConv2d`` re-renders its kernels at every training forward; the
 eval-mode forward (kernels cached) is timed too. Target: forward + backward ratio <= 1.2.
 
-    python benchmarks/dogconv.py             # 15 repeats, also with residual=True
-    python benchmarks/dogconv.py --quick     # 5 repeats (what `make bench` runs), about a minute
+    python benchmarks/dogconv.py             # 11 repeats, eval forward too, also with residual=True
+    python benchmarks/dogconv.py --quick     # 3 repeats (what `make bench` runs), about a minute
     python benchmarks/dogconv.py --threads 1 # on a machine other processes also load
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ def step_fn(model, x, y, train: bool):
     return step
 
 
-def paired_medians(a, b, repeats: int, warmup: int = 2) -> tuple[float, float]:
+def paired_medians(a, b, repeats: int, warmup: int = 1) -> tuple[float, float]:
     """Median seconds of ``a()`` and ``b()``, timed in alternating order so drifting load hits both alike."""
     for _ in range(warmup):
         a(), b()
@@ -70,11 +70,12 @@ def main(argv=None) -> int:
     parser.add_argument("--kernel", type=int, default=9, help="depthwise kernel size (default 9)")
     parser.add_argument("--patch", type=int, default=2, help="patch size (default 2: 16x16 tokens at 32 px)")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 15; 5 with --quick)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 11; 3 with --quick)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, no residual variant (make bench)")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 repeats, no eval timing, no residual variant (make bench): about a minute")
     args = parser.parse_args(argv)
-    repeats = args.repeats or (5 if args.quick else 15)
+    repeats = args.repeats or (3 if args.quick else 11)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -95,9 +96,10 @@ def main(argv=None) -> int:
         stats = dog_init.depthwise_stats(dog)
         print(f"depthwise parameters: plain {stats['dogconv_as_plain_params']:,}, "
               f"DoGConv2d{' + residual' if residual else ''} {stats['dogconv_params']:,}")
-        eval_plain, eval_dog = paired_medians(step_fn(plain, x, y, False), step_fn(dog, x, y, False), repeats)
-        print(f"eval forward (kernels cached): plain {eval_plain:.3f} s, DoGConv2d {eval_dog:.3f} s, "
-              f"ratio {eval_dog / eval_plain:.2f}x")
+        if not args.quick:
+            eval_plain, eval_dog = paired_medians(step_fn(plain, x, y, False), step_fn(dog, x, y, False), repeats)
+            print(f"eval forward (kernels cached): plain {eval_plain:.3f} s, DoGConv2d {eval_dog:.3f} s, "
+                  f"ratio {eval_dog / eval_plain:.2f}x")
         base, mine = paired_medians(step_fn(plain, x, y, True), step_fn(dog, x, y, True), repeats)
         ratio = mine / base
         verdict = "meets" if ratio <= TARGET else "MISSES"

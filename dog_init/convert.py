@@ -153,6 +153,10 @@ def convert_(model: nn.Module, mix: Mix = "paper", *, include: str | Iterable[st
         dog.train(conv.training)
         _swap(model, layer.name, dog)
         converted.append(layer)
+    if not converted:
+        raise ValueError(f"none of the {len(report.layers)} selected depthwise convs of {type(model).__name__} can be "
+                         f"swapped (they now hold dog_init_ kernels): "
+                         + "; ".join(f"{n!r}: {r}" for n, r in report.skipped[-3:]))
     report.layers = converted
     return report
 

@@ -255,12 +255,30 @@ class DoGConv2d(nn.Module):
     def render(self) -> torch.Tensor:
         """The kernels, (out_channels, 1, k, k), rendered now (no cache), differentiable in every parameter."""
         k = self.kernel_size[0]
-        parts = [render(family, k, module.values()) for family, module in self.families.items()]
-        order = torch.cat([module.index for module in self.families.values()])
+        parts, order = [], []
+        # Families that differ only in sign (on / off centre, cross, square) share one render call: on a CPU each
+        # call's exp / sin / cos are MKL VML calls that wake the thread pool, the main cost of rendering.
+        for members in self._render_groups():
+            values = [self.families[f].values() for f in members]
+            both = {name: torch.cat([v[name] for v in values]) for name in values[0]} if len(values) > 1 \
+                else values[0]
+            kernels = render(members[0], k, both)
+            sizes = [self.families[f].index.numel() for f in members]
+            for family, piece in zip(members, kernels.split(sizes)):
+                parts.append(piece if _SPECS[family][2] == _SPECS[members[0]][2] else -piece)
+                order.append(self.families[family].index)
+        order = torch.cat(order)
         unit = torch.cat(parts)
         unit = torch.zeros_like(unit).index_copy(0, order, unit)   # channel order
         weight = (unit * self.log_gain.exp().view(-1, 1, 1)).unsqueeze(1)
         return weight if self.residual is None else weight + self.residual
+
+    def _render_groups(self) -> list[list[str]]:
+        """The layer's families grouped by closed form (``families._SPECS``: parameter group and formula)."""
+        groups: dict = {}
+        for family in self.families:
+            groups.setdefault(_SPECS[family][:2], []).append(family)
+        return list(groups.values())
 
     def _cache_key(self) -> tuple:
         return tuple((t._version, t.data_ptr(), t.device, t.dtype)

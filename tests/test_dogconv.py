@@ -315,8 +315,10 @@ def test_convert_leaves_convs_it_cannot_swap_with_their_dog_init_kernels():
     report = convert_(model, "on_off", seed=0, include=["1"])
     assert [layer.name for layer in report.layers] == ["1"] and isinstance(model[1], DoGConv2d)
     assert ("0", "not matched by include") in report.skipped
-    report = convert_(model, "on_off", seed=0)
-    assert type(model[0]) is Conv2dSame and any("Conv2dSame overrides" in r for n, r in report.skipped if n == "0")
+    with pytest.raises(ValueError, match="none of the 1 selected .* '0': dog_init_ kernels, not converted: "
+                                         "Conv2dSame overrides"):
+        convert_(model, "on_off", seed=0)
+    assert type(model[0]) is Conv2dSame
     assert convert_reason(model[0]).startswith("Conv2dSame overrides")
 
 
