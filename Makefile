@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test classifiers evidence bench clean
+.PHONY: install demo test classifiers evidence bench clean cifar-data cifar-runs cifar-experiment
 
 install: $(STAMP)
 
@@ -34,6 +34,29 @@ classifiers: install
 SHARED_KERNELS ?= ../shared/data/kernels
 evidence: install
 	$(PY) -m analysis report --kernels $(SHARED_KERNELS)/*.npy --out docs/evidence --overwrite --quiet
+
+# CIFAR-10 from ../shared/data, unpacked for torchvision's ImageFolder (data/ is git-ignored).
+SHARED_DATA ?= ../shared/data
+data/cifar10/train:
+	test -f $(SHARED_DATA)/cifar10-jpeg.zip || (echo "$(SHARED_DATA)/cifar10-jpeg.zip not found; set SHARED_DATA" && false)
+	mkdir -p data && cd data && unzip -q -o $(abspath $(SHARED_DATA))/cifar10-jpeg.zip
+cifar-data: data/cifar10/train
+
+# The README's Results: default vs DoG init on CIFAR-10, 3 seeds each (recipes/cifar10_cpu; ~2 h on 2 idle cores).
+# Every run resumes where it stopped (--resume auto), so the target can be interrupted and rerun.
+CIFAR_SEEDS ?= 0 1 2
+CIFAR_ARMS  ?= default dog
+cifar-runs: install cifar-data
+	for seed in $(CIFAR_SEEDS); do for arm in $(CIFAR_ARMS); do \
+	  $(PY) -m train --config recipes/cifar10_cpu/$$arm.yaml --seed $$seed --output-dir runs/cifar10_cpu/$$arm-s$$seed \
+	    --resume auto || exit 1; done; done
+
+cifar-experiment: cifar-runs
+	$(PY) -m train.results $(foreach arm,$(CIFAR_ARMS),$(arm)=$(subst $(space),$(comma),$(foreach s,$(CIFAR_SEEDS),runs/cifar10_cpu/$(arm)-s$(s)))) \
+	  --out docs/cifar10
+
+comma := ,
+space := $(empty) $(empty)
 
 test: install
 	$(PY) -m pytest -q -n 2

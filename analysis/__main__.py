@@ -3,6 +3,7 @@
   report    classify a model's depthwise kernels and write figures + tables (Fig. 3-5, 7/11, 10; Table 1)
   fit       train a classifier (autoencoder, Sec. 3.2-3.3; k-means for 3x3, Sec. 3.4) on kernels of one size
   classify  print the cluster shares of kernel files per size (optionally a per-kernel CSV)
+  profile   per-layer family mixes of a trained model, to initialise another with dog_init_(mix=profile)
 
 Bad input (missing file, unknown model, bad size or option) exits with status 2 and a message naming the value,
 before any work is done.
@@ -49,7 +50,7 @@ def _source(text: str) -> str:
     """A model source; timm names are checked against timm's registry here so typos fail before any loading."""
     from .kernels import ALLOWED_EXTENSIONS
     if text.startswith("timm:"):
-        import timm
+        from .models import timm  # timm, with the CIFAR ConvMixers registered
         base = text[len("timm:"):].partition(".")[0]
         if not base or not timm.is_model(base):
             close = difflib.get_close_matches(base, timm.list_models(), n=4, cutoff=0.6)
@@ -58,7 +59,7 @@ def _source(text: str) -> str:
         return text
     path = Path(text)
     if not path.exists():
-        import timm
+        from .models import timm  # timm, with the CIFAR ConvMixers registered
         hint = f"; did you mean 'timm:{text}'?" if timm.is_model(text.partition(".")[0]) else ""
         raise argparse.ArgumentTypeError(f"source {text!r} is neither 'timm:NAME' nor an existing file{hint}")
     if path.suffix.lower() not in ALLOWED_EXTENSIONS or not path.is_file():
@@ -113,7 +114,7 @@ def report(args, parser) -> None:
     sources = args.model if args.model else list(args.kernels)
     summary = run_report(sources, args.out, args.classifier or None, checkpoint=args.checkpoint,
                          overwrite=args.overwrite, seed=args.seed, per_cluster=args.per_cluster,
-                         max_points=args.max_points, progress=not args.quiet)
+                         max_points=args.max_points, progress=not args.quiet, fit=args.fit)
     _print_table(summary["rows"])
     for s in summary["skipped"]:
         print(f"skipped {s['size']}x{s['size']} ({s['n_kernels']} kernels): {s['reason']}")
@@ -259,6 +260,33 @@ def classify(args, parser) -> None:
         print(f"wrote {args.csv}")
 
 
+# ------------------------------------------------------------------------------------------------ profile
+def profile(args, parser) -> None:
+    from dog_init import save_profile
+
+    from .profile import measure_profile
+    from .report import _resolve_classifiers
+    out = Path(args.out)
+    if out.suffix.lower() != ".json":
+        parser.error(f"--out must be a .json file, got {args.out!r}")
+    if out.is_dir() or (out.exists() and not args.overwrite):
+        parser.error(f"--out {args.out!r} " + ("is a folder" if out.is_dir() else "exists; pass --overwrite"))
+    if args.checkpoint and not (args.model and args.model.startswith("timm:")):
+        parser.error("--checkpoint needs --model timm:NAME")
+    given = {k: clf for k, (clf, _) in _resolve_classifiers(args.classifier or None).items()}
+    source = args.model if args.model else list(args.kernels)
+    result = measure_profile(source, checkpoint=args.checkpoint, classifiers=given)
+    width = max(len(layer.name) for layer in result.layers)
+    print(f"{'layer':<{width}}  {'k':>2}  {'depth':>5}  {'clust.':>6}  family mix of the clustered kernels")
+    for layer in result.layers:
+        mix = ", ".join(f"{f} {100 * v:.0f}%" for f, v in sorted(layer.mix.items(), key=lambda x: -x[1]))
+        print(f"{layer.name:<{width}}  {layer.kernel_size:>2}  {layer.depth:>5.2f}  {100 * layer.clustered:>5.1f}%  "
+              f"{mix or '(none clustered)'}")
+    save_profile(result, out)
+    print(f"wrote {out}: {len(result.layers)} layers; use dog_init_(model, mix=dog_init.load_profile({str(out)!r})) "
+          "or init.profile in a training recipe")
+
+
 # ---------------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
@@ -280,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kernels per cluster in *_samples.png")
     p.add_argument("--max-points", type=_positive(int), default=5000, metavar="N", help="points in *_pca.png")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--fit", action="store_true", help="also fit every kernel's closed form (analysis.fit): centre "
+                   "sigma per layer, first-derivative orientations, residual per cluster, fit vs autoencoder")
     p.set_defaults(run=report, sub=p)   # errors then carry the subcommand's usage
 
     p = sub.add_parser("fit", help="train a classifier for one kernel size")
@@ -313,6 +343,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", type=_classifier_file, nargs="+", metavar="PATH")
     p.add_argument("--csv", metavar="FILE", help="also write one row per kernel here")
     p.set_defaults(run=classify, sub=p)   # errors then carry the subcommand's usage
+
+    p = sub.add_parser("profile", help="per-layer family mixes of a trained model, for dog_init_(mix=profile)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", type=_source, metavar="SOURCE", help=SOURCE_HELP)
+    src.add_argument("--kernels", type=_kernel_file, nargs="+", metavar="FILE", help="kernel arrays (.npy/.npz)")
+    p.add_argument("--checkpoint", type=_existing_file, metavar="FILE", help="weights for --model timm:NAME")
+    p.add_argument("--classifier", type=_classifier_file, nargs="+", metavar="PATH",
+                   help="classifier_k*.safetensors per size (default: the bundled ones)")
+    p.add_argument("--out", required=True, metavar="FILE.json", help="profile to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(run=profile, sub=p)
     return parser
 
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from dog_init import find_depthwise
 
-from .preprocess import degenerate
+from .preprocess import check_dtype, degenerate
 
 __all__ = ["KernelGroup", "KernelSet", "extract_depthwise", "load_kernel_files", "ALLOWED_EXTENSIONS"]
 
@@ -93,6 +93,12 @@ class KernelSet:
     """Depthwise kernels grouped by size: ``ks.sizes`` -> [3, 5, ...]; ``ks[k]`` / ``ks.get(k)`` -> KernelGroup."""
     groups: dict[int, KernelGroup] = field(default_factory=dict)
     source: str = ""
+    order: list[str] = field(default_factory=list)   # layer names in source (model) order, across sizes
+
+    @property
+    def layer_order(self) -> list[str]:
+        """Layer names in source order across sizes (by size, then source order, where it was not recorded)."""
+        return self.order or [name for g in self for name in g.layer_names]
 
     @property
     def sizes(self) -> list[int]:
@@ -216,7 +222,7 @@ def load_kernel_files(paths) -> KernelSet:
 def _check_path(path, allowed: tuple[str, ...], what: str = "source") -> Path:
     p = Path(path)
     if not p.exists():
-        import timm
+        from .models import timm  # timm, with the CIFAR ConvMixers registered
         hint = isinstance(path, str) and not p.suffix and timm.is_model(path.split(".")[0])
         raise FileNotFoundError(f"{what} {os.fspath(path)!r} does not exist"
                                 + (f"; did you mean 'timm:{path}'?" if hint else ""))
@@ -229,7 +235,7 @@ def _check_path(path, allowed: tuple[str, ...], what: str = "source") -> Path:
 
 
 def _check_timm_name(name: str) -> None:
-    import timm
+    from .models import timm  # timm, with the CIFAR ConvMixers registered
     base, _, tag = name.partition(".")
     if not base:
         raise ValueError(f"empty timm model name in 'timm:{name}'; e.g. 'timm:convnext_tiny.fb_in1k'")
@@ -256,9 +262,7 @@ def _check_source(item) -> None:
 
 
 def _check_array(arr, name: str) -> np.ndarray:
-    arr = np.asarray(arr)
-    if arr.dtype.kind not in "iuf":
-        raise ValueError(f"{name}: kernel array has dtype {arr.dtype}; need a real numeric array (N, k, k)")
+    arr = check_dtype(np.asarray(arr), f"{name}: kernels")   # the same rule as classify()'s
     if arr.ndim != 3:
         raise ValueError(f"{name}: kernel array has shape {arr.shape}; need 3-D (N, k, k) "
                          "(reshape conv weights (C, 1, k, k) to (C, k, k))")
@@ -314,8 +318,14 @@ def _load(item, checkpoint) -> _Layers:
 
 
 def _module_layers(model: nn.Module) -> _Layers:
+    convs = find_depthwise(model)[0]
+    meta = [name for name, conv in convs if conv.weight.is_meta]
+    if meta:
+        raise ValueError(f"{type(model).__name__}: depthwise weights on the meta device hold no values ({len(meta)} "
+                         f"layers, e.g. {meta[0]!r}); materialise and load the model first (model.to_empty(device="
+                         "'cpu'), then load_state_dict)")
     return [(name, conv.weight.detach().to("cpu", torch.float32).numpy().reshape(-1, *conv.kernel_size).copy())
-            for name, conv in find_depthwise(model)[0]]
+            for name, conv in convs]
 
 
 def _file_state_layers(path: Path) -> _Layers:
@@ -386,8 +396,24 @@ def _npz_layers(path: Path) -> _Layers:
     return [(key, _check_array(arr, f"{os.fspath(path)}[{key!r}]")) for key, arr in _np_load(path).items()]
 
 
+def _recorded_kwargs(path: Path, name: str) -> dict:
+    """The ``timm.create_model`` arguments a ``python -m train`` run recorded in its safetensors header (e.g.
+    ``{"kernel_size": 7, "patch_size": 2}``), when the file was written for model ``name``; else none."""
+    if path.suffix.lower() != ".safetensors":
+        return {}
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        if meta.get("format") == "dog-init-train" and meta.get("timm_model") == name.partition(".")[0]:
+            return dict(json.loads(meta.get("model_kwargs", "{}")))
+    except (OSError, ValueError, TypeError):   # unreadable headers are reported by _read_state_dict's load
+        pass
+    return {}
+
+
 def _timm_model(name: str, checkpoint) -> nn.Module:
-    import timm
+    from .models import timm  # timm, with the CIFAR ConvMixers registered
     if checkpoint is None:
         try:
             return timm.create_model(name, pretrained=True)
@@ -398,7 +424,7 @@ def _timm_model(name: str, checkpoint) -> nn.Module:
                 f"extract_depthwise('timm:{name}', checkpoint=FILE) (CLI: --checkpoint FILE), or the file "
                 "itself as the source") from err
     state = _read_state_dict(Path(checkpoint))
-    model = timm.create_model(name, pretrained=False)
+    model = timm.create_model(name, pretrained=False, **_recorded_kwargs(Path(checkpoint), name))
     own = model.state_dict()
     eligible, _ = find_depthwise(model)
     bad = [f"{n}.weight" + ("" if f"{n}.weight" not in state else f" {tuple(state[f'{n}.weight'].shape)} != "
@@ -422,4 +448,4 @@ def _build(layers: _Layers, source: str) -> KernelSet:
         names = list(dict.fromkeys(name for name, _ in items))
         index = np.concatenate([np.full(len(arr), names.index(name), np.int64) for name, arr in items])
         groups[k] = KernelGroup(k, np.concatenate([a for _, a in items]).astype(np.float32, copy=False), index, names)
-    return KernelSet(groups, source)
+    return KernelSet(groups, source, list(dict.fromkeys(name for name, _ in layers)))

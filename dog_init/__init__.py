@@ -13,6 +13,7 @@ from .mixes import MIXES, allocate, resolve_mix, sample
 from .registry import get_init, list_inits, register_init
 from .dogconv import BOUNDS, DoGConv2d
 from .convert import bake_, convert_, convert_reason, depthwise_stats
+from .profile import LayerProfile, Profile, load_profile, save_profile
 
 __version__ = "0.1.0"
 
@@ -22,4 +23,5 @@ __all__ = [
     "dog_init_", "InitReport", "LayerInit", "find_depthwise", "depthwise_reason", "default_std",
     "get_init", "list_inits", "register_init",
     "DoGConv2d", "BOUNDS", "convert_", "bake_", "convert_reason", "depthwise_stats",
+    "Profile", "LayerProfile", "load_profile", "save_profile",
 ]

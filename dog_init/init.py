@@ -21,6 +21,7 @@ from torch import nn
 from .branches import split_kernel, summed_groups
 from .families import FAMILIES, as_int
 from .mixes import Mix, assign, render_assignment, resolve_mix
+from .profile import Profile
 from .weight_access import check_writable, effective_weight, write_weight_
 
 __all__ = ["dog_init_", "InitReport", "LayerInit", "depthwise_reason", "find_depthwise", "default_std"]
@@ -51,6 +52,7 @@ class InitReport:
     seed: int
     layers: list[LayerInit] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)   # (module name, reason)
+    profile: str | None = None   # source of the per-layer profile the mixes came from (mix=Profile)
 
     def counts(self) -> dict[str, int]:
         """Kernels per family over all initialised layers."""
@@ -221,6 +223,9 @@ def dog_init_(model: nn.Module, mix: Mix = "paper", *, scale: Scale = "default",
               seed: int | None = None) -> InitReport:
     """Replace, in place, the weight of every depthwise conv of ``model`` with DoG-family kernels.
 
+    mix: a preset name, a dict family -> weight, or a ``Profile`` (``load_profile``): per-layer mixes measured on
+        a trained model, matched by relative depth and kernel size (``dog_init.profile``).
+
     Within a layer the family counts follow ``mix`` exactly (largest-remainder rounding, ``mixes.allocate``) and
     are assigned to output channels in a seeded random order; each kernel's parameters are drawn from the ranges
     in ``families.PARAMS``. Depthwise branches whose outputs a block sums (MobileOne, RepVGG, FastViT; see
@@ -244,7 +249,8 @@ def dog_init_(model: nn.Module, mix: Mix = "paper", *, scale: Scale = "default",
     if not isinstance(model, nn.Module):
         hint = " (build it first, e.g. timm.create_model(name))" if isinstance(model, str) else ""
         raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__} {model!r:.60}{hint}")
-    mix = resolve_mix(mix)
+    profile = mix if isinstance(mix, Profile) else None
+    mix = profile.overall if profile is not None else resolve_mix(mix)
     scale = _check_scale(scale)
     seed = _check_seed(seed)
     includes, excludes = _compile(include, "include"), _compile(exclude, "exclude")
@@ -271,9 +277,11 @@ def dog_init_(model: nn.Module, mix: Mix = "paper", *, scale: Scale = "default",
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
     generator = torch.Generator().manual_seed(seed)
-    report = InitReport(type(model).__name__, mix, scale, seed, skipped=skipped)
-    unit_families = [assign(convs[0].out_channels, mix, generator) for _, convs in units]
+    report = InitReport(type(model).__name__, mix, scale, seed, skipped=skipped,
+                        profile=profile.source if profile is not None else None)
     unit_size = [max(c.kernel_size[0] for c in convs) for _, convs in units]
+    unit_mix = [mix if profile is None else profile.mix_for(u, len(units), unit_size[u]) for u in range(len(units))]
+    unit_families = [assign(convs[0].out_channels, m, generator) for (_, convs), m in zip(units, unit_mix)]
     layer_of = {}
     for (names, convs), families in zip(units, unit_families):
         for name, conv in zip(names, convs):

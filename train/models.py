@@ -1,8 +1,7 @@
 """Model construction for the trainer: any timm model, initialised through ``dog_init``'s registry.
 
-timm ships ConvMixer-768/32, -1024/20 and -1536/20 only; the CIFAR-sized ConvMixers of Trockman & Kolter ("Patches
-Are All You Need?", 2022) are registered here with timm's ``register_model`` so that ``convmixer_256_8`` is a
-timm name like any other (``timm.create_model("convmixer_256_8", kernel_size=7, patch_size=2)``).
+The CIFAR-sized ConvMixers (``convmixer_256_8``, ``convmixer_128_6``) are timm names through
+``analysis.models``, which registers them.
 """
 from __future__ import annotations
 
@@ -11,37 +10,14 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.models import generate_default_cfgs, register_model
-from timm.models.convmixer import ConvMixer, _cfg, _create_convmixer
 from torch import nn
 
+import analysis.models  # noqa: F401  (registers the CIFAR ConvMixers with timm)
 from dog_init import InitReport, dog_init_, get_init, list_inits
 
 from .config import Config, ConfigError
 
 __all__ = ["check_model_name", "build_model", "depthwise_parameter_count"]
-
-
-def _convmixer(variant: str, pretrained: bool, defaults: dict, **kwargs) -> ConvMixer:
-    # timm's ConvMixer defaults (GELU, kernel 9, patch 7); recipes set kernel and patch size (even dim / depth).
-    args = {"kernel_size": 9, "patch_size": 7, **defaults, **kwargs}
-    return _create_convmixer(variant, pretrained, **args)
-
-
-# CIFAR-sized inputs; no published weights (the registry then answers pretrained=True with a clear error).
-default_cfgs = generate_default_cfgs({name: _cfg(input_size=(3, 32, 32), crop_pct=1.0)
-                                      for name in ("convmixer_256_8", "convmixer_128_6")})
-
-if not timm.is_model("convmixer_256_8"):   # a module reload must not register twice
-    @register_model
-    def convmixer_256_8(pretrained: bool = False, **kwargs) -> ConvMixer:
-        """ConvMixer-256/8, the CIFAR-10 model of Trockman & Kolter (kernel 9 patch 7 unless set)."""
-        return _convmixer("convmixer_256_8", pretrained, {"dim": 256, "depth": 8}, **kwargs)
-
-    @register_model
-    def convmixer_128_6(pretrained: bool = False, **kwargs) -> ConvMixer:
-        """ConvMixer-128/6: a small CIFAR-scale ConvMixer for CPU budgets (kernel 9 patch 7 unless set)."""
-        return _convmixer("convmixer_128_6", pretrained, {"dim": 128, "depth": 6}, **kwargs)
 
 
 def check_model_name(name: str) -> None:

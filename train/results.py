@@ -1,0 +1,194 @@
+"""``python -m train.results LABEL=DIR1,DIR2,... [LABEL2=...] --out FOLDER``: compare settings over seeds.
+
+For each setting (the runs of one recipe under different seeds) it reports top-1 as mean +- std over seeds at every
+epoch, the clustered share and family shares of the last census, the depthwise parameter count and the measured
+time, and writes into FOLDER: ``results.md`` (the tables, ready for the README), ``results.json``, ``timeline.png``
+(Appendix G: family shares against epoch, side by side), ``accuracy.png`` (top-1 against epoch, mean +- std),
+``layers.png`` (per-layer cluster shares at the end, mean over seeds: the paper's Fig. 7) and ``runs/<run>/`` with
+each run's config.yaml, metrics.jsonl and census.jsonl, so the figures can be redrawn without the checkpoints.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .config import ConfigError, apply_overrides, load_recipe
+from .timeline import STACK, load_census, parse_groups, plot_timeline
+
+__all__ = ["summarise", "write_results"]
+
+_FAMILIES = STACK[:-1]   # families + "other"
+
+
+def _metrics(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        raise ValueError(f"{str(run)!r} has no metrics.jsonl; has it finished an epoch?")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _mean_std(values) -> tuple[float, float]:
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def _depthwise_params(run: Path) -> int | None:
+    """Trainable depthwise parameters of the run's model, rebuilt from its config.yaml (no weights needed)."""
+    from .models import build_model, depthwise_parameter_count
+    try:
+        cfg = load_recipe(run / "config.yaml")
+        apply_overrides(cfg, [("model.checkpoint", "null"), ("init.profile", "null")])
+        model, _ = build_model(cfg, num_classes=cfg.data.num_classes)
+        return depthwise_parameter_count(model)
+    except (ConfigError, ValueError, RuntimeError):   # e.g. a model only its weights file can build: no column
+        return None
+
+
+def summarise(groups: dict[str, list[Path]]) -> dict:
+    """Per setting: seeds, per-epoch top-1 mean / std, final census shares mean / std, time."""
+    out = {}
+    for label, runs in groups.items():
+        metrics = [_metrics(r) for r in runs]
+        epochs = min(len(m) for m in metrics)
+        if epochs == 0:
+            raise ValueError(f"{label}: a run has no finished epoch")
+        censuses = [load_census(r) for r in runs]
+        finals = [[c for c in lines if c.get("kind", "epoch") == "epoch"][-1] for lines in censuses]
+        initial = [lines[0] for lines in censuses]
+        seeds = [load_recipe(r / "config.yaml").train.seed for r in runs]
+        out[label] = {
+            "runs": [str(r) for r in runs], "seeds": seeds, "epochs": epochs,
+            "top1": [_mean_std([m[e]["top1"] for m in metrics]) for e in range(epochs)],
+            "top5": [_mean_std([m[e]["top5"] for m in metrics]) for e in range(epochs)],
+            "clustered_initial": _mean_std([c["clustered"] for c in initial]),
+            "clustered": _mean_std([c["clustered"] for c in finals]),
+            "families": {f: _mean_std([c["families"].get(f, 0.0) for c in finals]) for f in _FAMILIES},
+            "final_epoch": finals[0]["epoch"],
+            "layers": _layer_means(finals),
+            "hours": _mean_std([sum(x["epoch_seconds"] for x in m) / 3600 for m in metrics]),
+            "images_per_s": _mean_std([np.mean([x["images_per_s"] for x in m]) for m in metrics]),
+            "depthwise_params": _depthwise_params(runs[0]),
+        }
+    return out
+
+
+def _layer_means(finals: list[dict]) -> list[dict]:
+    layers = finals[0]["layers"]
+    return [{"name": layers[i]["name"], **{f: float(np.mean([c["layers"][i]["families"].get(f, 0.0)
+                                                                for c in finals])) for f in _FAMILIES}}
+            for i in range(len(layers))]
+
+
+def _fmt(pair, scale: float = 1.0, digits: int = 1) -> str:
+    mean, std = pair
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def markdown(summary: dict) -> str:
+    labels = list(summary)
+    epochs = min(s["epochs"] for s in summary.values())
+    lines = ["| epoch | " + " | ".join(f"{label} top-1 %" for label in labels) + " |",
+             "|---|" + "---|" * len(labels)]
+    for e in range(epochs):
+        lines.append(f"| {e + 1} | " + " | ".join(_fmt(summary[label]["top1"][e]) for label in labels) + " |")
+    lines += ["", "| setting | seeds | top-1 % (last epoch) | clustered % at init | clustered % (last epoch) | "
+              + " | ".join(f.replace("_", " ") for f in _FAMILIES) + " | depthwise params | hours / run |",
+              "|---|---|---|---|---|" + "---|" * len(_FAMILIES) + "---|---|"]
+    for label, s in summary.items():
+        lines.append(f"| {label} | {', '.join(map(str, s['seeds']))} | {_fmt(s['top1'][-1])} | "
+                     f"{_fmt(s['clustered_initial'], 100)} | {_fmt(s['clustered'], 100)} | "
+                     + " | ".join(_fmt(s["families"][f], 100) for f in _FAMILIES)
+                     + f" | {s['depthwise_params'] if s['depthwise_params'] is not None else 'n/a'} | "
+                     f"{_fmt(s['hours'], digits=2)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_accuracy(summary: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from dog_init.preview import atomic_path
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, s in summary.items():
+        x = np.arange(1, s["epochs"] + 1)
+        mean, std = np.array(s["top1"]).T
+        ax.plot(x, mean, marker="o", markersize=3, label=f"{label} (n={len(s['runs'])})")
+        ax.fill_between(x, mean - std, mean + std, alpha=0.2, linewidth=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    ax.set_title("Top-1 per epoch, mean ± std over seeds", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=130, format="png")
+    plt.close(fig)
+
+
+def _plot_layers(summary: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from analysis.figures import PALETTE, pretty
+    from dog_init.preview import atomic_path
+    fig, axes = plt.subplots(1, len(summary), figsize=(3.6 * len(summary) + 1.6, 3.6), sharey=True, squeeze=False)
+    for ax, (label, s) in zip(axes[0], summary.items()):
+        x = np.arange(len(s["layers"]))
+        bottom = np.zeros(len(x))
+        for f in _FAMILIES:
+            share = np.array([layer[f] for layer in s["layers"]])
+            ax.bar(x, share, bottom=bottom, color=PALETTE[f], width=0.85, label=pretty(f) if ax is axes[0][0] else None)
+            bottom += share
+        ax.bar(x, 1 - bottom, bottom=bottom, color=PALETTE["unclustered"], width=0.85,
+               label="unclustered" if ax is axes[0][0] else None)
+        ax.set_xticks(x)
+        ax.set_xlabel("depthwise layer")
+        ax.set_title(f"{label}, epoch {s['final_epoch']}", fontsize=10)
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("share of the layer's kernels")
+    fig.legend(loc="center right", fontsize=8, frameon=False)
+    fig.suptitle("Cluster shares per layer at the end (mean over seeds)", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1 - 1.5 / fig.get_figwidth(), 1))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=130, format="png")
+    plt.close(fig)
+
+
+def write_results(groups: dict[str, list[Path]], out: Path) -> dict:
+    summary = summarise(groups)   # every input is checked before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    for runs in groups.values():
+        for run in runs:
+            dest = out / "runs" / run.name
+            dest.mkdir(parents=True, exist_ok=True)
+            for name in ("config.yaml", "metrics.jsonl", "census.jsonl"):
+                shutil.copy2(run / name, dest / name)
+    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    (out / "results.md").write_text(markdown(summary))
+    plot_timeline(groups, out / "timeline.png", title="Kernel clusters during training (CIFAR-10)")
+    _plot_accuracy(summary, out / "accuracy.png")
+    _plot_layers(summary, out / "layers.png")
+    return summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.results", description=__doc__.split("\n\n")[0])
+    parser.add_argument("groups", nargs="+", metavar="LABEL=DIR1,DIR2", help="runs of one setting over seeds")
+    parser.add_argument("--out", required=True, type=Path, help="folder for the tables and figures")
+    args = parser.parse_args(argv)
+    try:
+        write_results(parse_groups(args.groups), args.out)
+    except (ValueError, KeyError) as err:
+        parser.error(str(err))
+    print((args.out / "results.md").read_text())
+    print(f"wrote {args.out}/results.md, results.json, timeline.png, accuracy.png, layers.png, runs/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
