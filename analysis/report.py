@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from . import figures
 from .classifier import KernelClassifier
+from .fit_report import write_fit
 from .kernels import ALLOWED_EXTENSIONS, KernelSet, extract_depthwise
 from .labels import LABELS
 
@@ -47,7 +48,7 @@ _SUMMARY_COLUMNS = ("model", "source", "size", "n_kernels", "n_degenerate", "n_l
 
 def run_report(sources, out_dir, classifiers=None, *, checkpoint=None, overwrite: bool = False, seed: int = 0,
                per_cluster: int = 8, max_points: int = 5000, n_spectrum: int = 500, progress: bool = True,
-               log=print) -> dict:
+               fit: bool = False, log=print) -> dict:
     """Classify the depthwise kernels of ``sources`` per size and write the report into ``out_dir``.
 
     sources: one source as accepted by ``extract_depthwise`` (``"timm:NAME"``, a weights/.npy/.npz file, an
@@ -59,6 +60,8 @@ def run_report(sources, out_dir, classifiers=None, *, checkpoint=None, overwrite
         classifier is skipped with its reason (``summary["skipped"]``); if every size is skipped, ValueError.
     checkpoint: weights file for a single ``"timm:NAME"`` source (see ``extract_depthwise``).
     overwrite: replace an existing non-empty ``out_dir`` (only once the new report is complete).
+    fit: also fit every kernel's closed form (``analysis.fit``) and write ``analysis.fit_report``'s files; each
+        summary row then has a ``fit`` entry (agreement with the autoencoder, shares, medians).
 
     Returns the summary dict that is also written as ``summary.json``. Raises FileNotFoundError / ValueError /
     FileExistsError naming the bad value before anything is written.
@@ -100,7 +103,7 @@ def run_report(sources, out_dir, classifiers=None, *, checkpoint=None, overwrite
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         summary = _write_report(tmp, sets, chosen, skipped, seed=seed, per_cluster=per_cluster,
-                                max_points=max_points, n_spectrum=n_spectrum, progress=progress)
+                                max_points=max_points, n_spectrum=n_spectrum, progress=progress, fit=fit)
         summary["out_dir"] = str(out_dir)
         _write_json(tmp / "summary.json", summary)
         _normal_permissions(tmp)
@@ -231,7 +234,7 @@ def _slug(label: str) -> str:
 
 
 def _write_report(tmp: Path, sets: dict[str, KernelSet], chosen: dict, skipped: list, *, seed, per_cluster,
-                  max_points, n_spectrum, progress) -> dict:
+                  max_points, n_spectrum, progress, fit=False) -> dict:
     slugs, prefixes = {}, {}
     for label in sets:
         slug = _slug(label)
@@ -256,6 +259,10 @@ def _write_report(tmp: Path, sets: dict[str, KernelSet], chosen: dict, skipped: 
             g, pre = ks[k], prefixes[label]
             res = clf.classify(g.kernels)   # KernelGroup.degenerate is the classifier's rule too
             rows.append(_summary_row(label, ks.source, k, g, res, origin, clf.threshold))
+            if fit:     # issue 9: the closed-form fit beside the autoencoder (analysis/fit_report.py)
+                fit_files, rows[-1]["fit"] = write_fit(tmp, f"{pre}k{k}", f"{label}, {k}x{k}", g, res, clf,
+                                                       progress=progress)
+                files += fit_files
             per_kernel.append((label, g, res))
             tag = f"{label}, {k}x{k}"
             if (~res.degenerate).any():
