@@ -11,6 +11,7 @@ Kernels", ICLR 2024, Sections 3-5: extract depthwise kernels, preprocess them on
 """
 from .autoencoder import AutoencoderConfig, KernelAutoencoder, fit_autoencoder
 from .classifier import DEFAULT_THRESHOLDS, ClassificationResult, KernelClassifier, available_pretrained
+from .fit import FamilyFit, fit_families
 from .kernels import KernelGroup, KernelSet, extract_depthwise, load_kernel_files
 from .kmeans3 import fit_kmeans3, minmax_encode
 from .labels import LABELS, OTHER, UNCLUSTERED, Interval, match_templates, template_bank
@@ -22,4 +23,5 @@ __all__ = [
     "AutoencoderConfig", "KernelAutoencoder", "fit_autoencoder", "fit_kmeans3", "minmax_encode",
     "LABELS", "OTHER", "UNCLUSTERED", "Interval", "match_templates", "template_bank",
     "basis", "centre_normalise", "to_basis", "from_basis",
+    "fit_families", "FamilyFit",
 ]
