@@ -162,19 +162,19 @@ def convert_(model: nn.Module, mix: Mix = "paper", *, include: str | Iterable[st
 
 
 @torch.no_grad()
-def bake_(model: nn.Module) -> list[str]:
+def bake_(model: nn.Module) -> nn.Module:
     """Replace, in place, every ``DoGConv2d`` of ``model`` with a plain depthwise ``nn.Conv2d`` holding its
-    rendered kernels (``DoGConv2d.to_conv2d``). Returns the names of the baked modules.
+    rendered kernels (``DoGConv2d.to_conv2d``); returns ``model``, so ``bake_(copy.deepcopy(model))`` gives a
+    baked copy.
 
     The state_dict then has the original architecture's keys (``<name>.weight``, ``<name>.bias``), and the outputs
     equal the ``DoGConv2d`` model's within float rounding.
     """
     if isinstance(model, DoGConv2d):
         raise ValueError("bake_ swaps submodules; for a bare DoGConv2d use layer.to_conv2d()")
-    names = [name for name, m in model.named_modules() if isinstance(m, DoGConv2d)]
-    for name in names:
+    for name in [name for name, m in model.named_modules() if isinstance(m, DoGConv2d)]:
         _swap(model, name, model.get_submodule(name).to_conv2d())
-    return names
+    return model
 
 
 def depthwise_stats(model: nn.Module) -> dict:

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .families import FAMILIES, PARAMS, _SPECS, check_size, render
+from .families import DOMAINS, FAMILIES, PARAMS, _SPECS, check_size, render
 from .mixes import Mix, assign, render_assignment
 
 __all__ = ["DoGConv2d", "BOUNDS", "DISCRETE"]
@@ -108,8 +108,13 @@ class _FamilyParams(nn.Module):
         bounds = BOUNDS[self.group]
         for name in PARAMS[self.group]:
             value = torch.as_tensor(values[name], dtype=torch.float64, device="cpu")
-            value = value if name in DISCRETE else _to_raw(bounds[name], value, f"{self.family} {name}")
-            getattr(self, name if name in DISCRETE else "z_" + name).copy_(value)
+            if name in DISCRETE:   # device="cpu": also under `with torch.device("meta")`
+                if not bool(torch.isin(value, torch.tensor(DOMAINS[name], dtype=value.dtype, device="cpu")).all()):
+                    raise ValueError(f"{self.family} {name} must be one of {DOMAINS[name]}, "
+                                     f"got {value.unique().tolist()}")
+                getattr(self, name).copy_(value)
+            else:
+                getattr(self, "z_" + name).copy_(_to_raw(bounds[name], value, f"{self.family} {name}"))
 
     def extra_repr(self) -> str:
         return f"{self.family}, n={self.index.numel()}"
@@ -132,7 +137,10 @@ def _resolve_families(families, out_channels: int, generator: torch.Generator) -
 
 
 def _pair(value, what: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
+    try:
+        pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
+    except TypeError:
+        pair = ()
     if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pair):
         raise ValueError(f"{what} must be an int >= 0 or a pair of them, got {value!r}")
     return pair
