@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .families import DOMAINS, FAMILIES, PARAMS, _SPECS, check_size, render
+from .families import DOMAINS, FAMILIES, PARAMS, _SPECS, as_int, check_size, render
 from .mixes import Mix, assign, render_assignment
 
 __all__ = ["DoGConv2d", "BOUNDS", "DISCRETE"]
@@ -161,7 +161,8 @@ class DoGConv2d(nn.Module):
 
     The gain starts at PyTorch's default conv-weight std, ``1 / sqrt(3 k^2)``, over the whole layer (as
     ``dog_init_``'s ``scale="default"``). In eval mode, under ``no_grad`` / ``inference_mode``, the rendered
-    kernels are cached until ``train()`` or a parameter / buffer changes (in place or moved).
+    kernels are cached until ``train()`` or a parameter / buffer changes (in place or moved); a graph traced by
+    ``torch.compile`` / ``torch.export`` renders at every call instead.
     """
 
     def __init__(self, channels: int, kernel_size: int, *, families: Mix | str | Sequence[str] | None = None,
@@ -169,9 +170,10 @@ class DoGConv2d(nn.Module):
                  padding_mode: str = "zeros", residual: bool = False, seed: int | None = None,
                  device=None, dtype=None):
         super().__init__()
-        for what, value, low in (("channels", channels, 1), ("multiplier", multiplier, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{what} must be an integer >= {low}, got {value!r}")
+        for what, value in (("channels", channels), ("multiplier", multiplier)):
+            if as_int(value, what, "an integer >= 1") < 1:
+                raise ValueError(f"{what} must be an integer >= 1, got {value!r}")
+        channels, multiplier = int(channels), int(multiplier)
         k = check_size(kernel_size)
         if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
             raise ValueError(f"unknown padding_mode {padding_mode!r}; allowed: zeros, reflect, replicate, circular")
@@ -190,7 +192,7 @@ class DoGConv2d(nn.Module):
         else:
             self.padding = _pair(padding, "padding")
         self.padding_mode = padding_mode
-        self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else int(seed)
+        self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else as_int(seed, "seed", "an integer")
         self._families_arg = families
         with torch.device("cpu"):   # the draw is made on the CPU even under `with torch.device("meta")`
             self.channel_families: tuple[str, ...] = tuple(
