@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import hashlib
-import json
 import sys
 from pathlib import Path
 
@@ -134,113 +132,24 @@ def _print_table(rows) -> None:
 
 # ---------------------------------------------------------------------------------------------------- fit
 def fit(args, parser) -> None:
-    import torch
-
-    from .autoencoder import AutoencoderConfig, fit_autoencoder
-    from .classifier import KernelClassifier
-    from .kernels import extract_depthwise
-    from .labels import load_intervals
-
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        parser.error(f"--out {args.out!r} exists and is not a directory")
-    target = out / f"classifier_k{args.size}.safetensors"
-    state_path = out / "fit_state.pt"
-    if target.exists() and not (args.overwrite or args.resume):
-        parser.error(f"{str(target)!r} exists; pass --overwrite to replace it (or --resume to finish its run)")
-    if state_path.exists() and not (args.resume or args.overwrite):
-        parser.error(f"{str(state_path)!r} holds an earlier run; pass --resume to continue it or --overwrite to "
-                     "start again")
-    if args.resume and args.overwrite:
-        parser.error("--resume and --overwrite exclude each other")
-    if args.size == 3 and args.resume:
-        parser.error("--resume applies to autoencoder training; 3x3 kernels are fitted with k-means in one go")
-    if args.checkpoint and not (args.models and len(args.models) == 1 and args.models[0].startswith("timm:")):
-        parser.error("--checkpoint needs a single --models timm:NAME")
-    intervals = load_intervals(args.intervals) if args.intervals else None   # checked before any work
-
-    from tqdm.auto import tqdm
-    sources = args.kernels or args.models
-    chunks, inputs, found = [], [], {}
-    for src in tqdm(sources, desc="extracting kernels", disable=len(sources) < 2):
-        ks = extract_depthwise(src, checkpoint=args.checkpoint)
-        found[src] = ks.sizes
-        group = ks.get(args.size)
-        n = 0 if group is None else len(group)
-        good = np.zeros(0, bool) if group is None else ~group.degenerate
-        if n:
-            chunks.append(group.kernels[good])
-        label = src + (f" (checkpoint {args.checkpoint})" if args.checkpoint else "")
-        inputs.append({"source": label, "n_kernels": n, "n_dropped_degenerate": int(n - good.sum()),
-                       "n_used": int(good.sum())})
-    if not chunks:
-        listing = "; ".join(f"{s}: {', '.join(f'{k}x{k}' for k in sizes) or 'none'}" for s, sizes in found.items())
-        parser.error(f"no {args.size}x{args.size} kernels in the sources (sizes found: {listing})")
-    n_real = sum(len(c) for c in chunks)
-    if args.synthetic:
-        from .labels import families_for
-        from .synthetic import noisy_family_kernels
-        syn, _ = noisy_family_kernels(args.synthetic, args.size, families=families_for(args.size),
-                                      generator=torch.Generator().manual_seed(args.seed))
-        chunks.append(syn.numpy())
-    kernels = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
-    print(f"training on {len(kernels)} {args.size}x{args.size} kernels ({n_real} from {len(sources)} source(s), "
-          f"{len(kernels) - n_real} synthetic)")
-    meta = {"trained_on": {"inputs": inputs, "n_real": n_real, "synthetic_per_family": args.synthetic,
-                           "n_total": len(kernels)}}
-    out.mkdir(parents=True, exist_ok=True)
-    if args.size == 3:
-        from .kmeans3 import fit_kmeans3
-        clf = fit_kmeans3(kernels, n_classes=args.n_classes, seed=args.seed, threshold=args.threshold, meta=meta)
-    else:
-        config = AutoencoderConfig(size=args.size, widths=args.widths, lr=args.lr, batch_size=args.batch_size,
-                                   epochs=args.epochs, patience=args.patience, seed=args.seed, device=args.device)
-        fingerprint = {"data_sha1": hashlib.sha1(kernels.tobytes()).hexdigest(), "n": len(kernels),
-                       "inputs": inputs, "synthetic_per_family": args.synthetic}
-        _check_resume(out / "fit_state.json", state_path, fingerprint, args, parser)
-        result = fit_autoencoder(kernels, config, state_path=state_path)
-        meta["training"] = {**result.to_dict(), "history": result.history[-3:]}
-        clf = KernelClassifier.from_autoencoder(result.model, threshold=args.threshold, intervals=intervals,
-                                                meta=meta)
-        print(f"autoencoder: {result.epochs_run} epochs, best held-out cosine dissimilarity "
-              f"{result.best_val_loss:.4f}")
-    if intervals is not None and clf.kind == "kmeans":
-        print("note: --intervals ignored for 3x3 (k-means) classifiers")
-    clf.save(target)
-    print(f"wrote {target} and {target.with_suffix('.json')} ({clf!r})")
-    if clf.kind == "autoencoder":
-        print("intervals (code range -> name):")
-        for iv in clf.intervals:
-            print(f"  [{iv.lo:.3f}, {iv.hi:.3f})  {iv.fine}")
-    else:
-        print("centroids -> name: " + ", ".join(f"{i}: {f}" for i, f in enumerate(clf.fine)))
-
-
-def _check_resume(sidecar: Path, state_path: Path, fingerprint: dict, args, parser) -> None:
-    """A resumed run must see the same training data; the state file only records the optimiser config."""
-    from dog_init.preview import atomic_path
-    if args.overwrite:
-        state_path.unlink(missing_ok=True)
-    elif args.resume and state_path.exists():
-        old = json.loads(sidecar.read_text()) if sidecar.exists() else None
-        if old is not None and old.get("data_sha1") != fingerprint["data_sha1"]:
-            parser.error(f"--resume: {str(state_path)!r} was trained on different kernels ({old.get('n')} then, "
-                         f"{fingerprint['n']} now); use the same inputs or --overwrite")
-        print(f"resuming from {state_path}")
-    elif args.resume:
-        print(f"--resume: no {state_path} yet; starting a new run")
-    with atomic_path(sidecar) as tmp:
-        tmp.write_text(json.dumps(fingerprint, indent=1))
+    from .fit_command import run_fit
+    run_fit(args, parser)
 
 
 # ----------------------------------------------------------------------------------------------- classify
 def classify(args, parser) -> None:
-    from .kernels import extract_depthwise
-    from .report import _classifier_for, _resolve_classifiers, _summary_row, _write_kernel_csv, model_label
+    from dog_init.preview import check_output_file
 
-    ks = extract_depthwise(list(args.kernels))
-    label = " + ".join(dict.fromkeys(model_label(f) for f in args.kernels))
+    from .kernels import extract_depthwise
+    from .report import (_classifier_for, _resolve_classifiers, _summary_row, _write_kernel_csv,
+                         check_classifier_sizes, model_label)
+
+    if args.csv:
+        check_output_file(args.csv, "--csv")          # before any work
     given = _resolve_classifiers(args.classifier or None)
+    ks = extract_depthwise(list(args.kernels))
+    check_classifier_sizes(given, ks.sizes)         # a classifier given for a size with no kernels is an error
+    label = " + ".join(dict.fromkeys(model_label(f) for f in args.kernels))
     rows, parts = [], []
     for group in ks:
         clf, origin, reason = _classifier_for(group.size, given)
@@ -255,7 +164,7 @@ def classify(args, parser) -> None:
     _print_table(rows)
     if args.csv:
         from dog_init.preview import atomic_path
-        with atomic_path(args.csv) as tmp:
+        with atomic_path(args.csv, what="--csv") as tmp:
             _write_kernel_csv(tmp, parts)
         print(f"wrote {args.csv}")
 

@@ -30,10 +30,11 @@ from .labels import families_for
 from dog_init import SQUARE_CORNERS, sample
 from dog_init.families import AxisAngle, Uniform
 from .preprocess import degenerate
+from .symmetry import symmetry_changes
 from .synthetic import noisy_family_kernels
 
 __all__ = ["BundleConfig", "REAL_KERNELS", "held_out_start", "build_classifier", "evaluate", "dihedral",
-           "shared_kernels_dir"]
+           "shared_kernels_dir", "relabel"]
 
 REAL_KERNELS = {
     3: ("effnet-lite0_k3.npy", "mcunet-detection_k3.npy"),
@@ -182,6 +183,11 @@ def evaluate(clf: KernelClassifier, folder: Path | None = None, seed: int = 1234
     control = folder / NEGATIVE_CONTROL.format(k=k)
     if control.is_file():
         out["untrained_clustered"] = clf.classify(np.load(control)).clustered_share()
+    # Issue 7: how often a rotation, reflection or negation changes a clustered kernel's coarse label (on <-> off
+    # swapped under negation) or its clustered status, on the real kernels and on the fresh synthetic ones.
+    out["symmetry"] = {"real": symmetry_changes(clf.classify, np.concatenate([np.load(folder / n)
+                                                                            for n in REAL_KERNELS[k]])),
+                       "synthetic": symmetry_changes(clf.classify, test.numpy())}
     for name in REAL_KERNELS[k]:
         arr = np.load(folder / name)
         stop = held_out_start(name, len(arr))
@@ -214,9 +220,16 @@ def main(argv=None) -> int:
     parser.add_argument("--patience", type=int, help="default: SIZE_DEFAULTS")
     parser.add_argument("--real-repeats", type=int, help="default: SIZE_DEFAULTS")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--relabel", action="store_true",
+                        help="keep the autoencoders in --out, re-derive their interval names (current template bank) "
+                             "and their evaluation; 3x3 k-means is refitted (seconds)")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     for size in args.sizes:
+        if args.relabel and size != 3:
+            clf = relabel(KernelClassifier.load(args.out / f"classifier_k{size}.safetensors"))
+            _print_evaluation(clf.save(args.out / f"classifier_k{size}.safetensors"), clf)
+            continue
         defaults = SIZE_DEFAULTS.get(size, SIZE_DEFAULTS[7])
         epochs = args.epochs or defaults["epochs"]
         repeats = args.real_repeats or defaults["real_repeats"]
@@ -226,15 +239,33 @@ def main(argv=None) -> int:
                                                             anchor_weight=args.anchor,
                                                             patience=args.patience or defaults["patience"]))
         clf = build_classifier(config)
-        path = clf.save(args.out / f"classifier_k{size}.safetensors")
-        ev = clf.meta["evaluation"]
-        print(f"{path}: synthetic accuracy {ev['synthetic_accuracy']:.3f}, noise clustered "
-              f"{ev['gaussian_noise_clustered']:.4f}, untrained clustered {ev.get('untrained_clustered', 'n/a')}")
-        for name in REAL_KERNELS[size]:
-            print(f"  {name}: clustered {ev[name]['clustered']:.3f}"
-                  + (f" (held-out rows {ev[name]['held_out_clustered']:.3f})" if "held_out_clustered" in ev[name]
-                     else ""))
+        _print_evaluation(clf.save(args.out / f"classifier_k{size}.safetensors"), clf)
     return 0
+
+
+def relabel(clf: KernelClassifier, folder: Path | None = None) -> KernelClassifier:
+    """The same trained autoencoder with its intervals named again from its spectrum by the current template bank
+    (``labels.template_bank``), the current classification rule, and a fresh evaluation; the record of what it was
+    trained on is kept. For a change of naming or rule that needs no retraining."""
+    keep = {key: clf.meta[key] for key in ("trained_on", "training", "train_seconds") if key in clf.meta}
+    new = KernelClassifier.from_autoencoder(clf.autoencoder, threshold=clf.threshold, n_codes=len(clf.codebook),
+                                            n_spectrum=clf.meta.get("n_spectrum", 500),
+                                            min_similarity=clf.meta.get("min_similarity", 0.75),
+                                            meta={**keep, "relabelled": True})
+    new.meta["evaluation"] = evaluate(new, folder)
+    return new
+
+
+def _print_evaluation(path: Path, clf: KernelClassifier) -> None:
+    ev = clf.meta["evaluation"]
+    print(f"{path}: synthetic accuracy {ev['synthetic_accuracy']:.3f}, noise clustered "
+          f"{ev['gaussian_noise_clustered']:.4f}, untrained clustered {ev.get('untrained_clustered', 'n/a')}, "
+          f"symmetry: worst label change {ev['symmetry']['real']['label_changed_max']:.4f} (real), "
+          f"{ev['symmetry']['synthetic']['label_changed_max']:.4f} (synthetic)")
+    for name in REAL_KERNELS[clf.size]:
+        print(f"  {name}: clustered {ev[name]['clustered']:.3f}"
+              + (f" (held-out rows {ev[name]['held_out_clustered']:.3f})" if "held_out_clustered" in ev[name]
+                 else ""))
 
 
 if __name__ == "__main__":

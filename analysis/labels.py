@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,7 +24,8 @@ from dog_init import FAMILIES, SECOND_DERIVATIVE_KINDS, SQUARE_CORNERS, render
 from .preprocess import to_basis
 
 __all__ = ["families_for", "OTHER", "UNCLUSTERED", "TemplateBank", "template_bank", "match_templates", "Interval",
-           "spectrum_intervals", "label_codes", "load_intervals", "save_intervals", "LABELS"]
+           "spectrum_intervals", "label_codes", "load_intervals", "save_intervals", "LABELS", "fine_labels",
+           "check_intervals"]
 
 OTHER, UNCLUSTERED = "other", "unclustered"
 LABELS: tuple[str, ...] = (*FAMILIES, OTHER, UNCLUSTERED)
@@ -60,9 +62,12 @@ def template_bank(size: int) -> TemplateBank:
     offsets = [-0.5, 0.0, 0.5]
     dog = {"ratio": [1.6, 2.5, 4.0], "surround": [0.0, 0.5, 1.0], "elongation": [1.0, 1.6],
            "dx": offsets, "dy": offsets}
-    # A DoG elongated much beyond 1.25 is a second-derivative line detector, so centre templates stay round.
+    # A DoG elongated much beyond 1.25 is a second-derivative line detector, so centre templates stay round. Where
+    # squares exist (k <= 5) a blob half a pixel off in x and y has a 2x2 plateau, the square of those nets, so centre
+    # templates stay within a quarter pixel of the centre there.
+    near = [-0.25, 0.0, 0.25] if size <= 5 else offsets
     centre = {"sigma": [0.5, 0.8, 1.2, 1.8], **dog, "surround": [0.4, 0.7, 1.0], "elongation": [1.0, 1.25],
-              "theta": [0.0, 90.0]}
+              "theta": [0.0, 90.0], "dx": near, "dy": near}
     deriv = {"sigma": [0.6, 0.9, 1.4], **dog}
     parts = []
     for family in ("on_centre", "off_centre"):
@@ -158,12 +163,29 @@ def load_intervals(path) -> list[Interval]:
     return intervals
 
 
+def fine_labels(name: str) -> tuple[str, ...]:
+    """The fine labels an interval named ``name`` may carry: the name itself, or one of its subtypes."""
+    subtypes = {"first_derivative": _DIRECTIONS,
+                "second_derivative": tuple(f"{k}{s}" for k in SECOND_DERIVATIVE_KINDS for s in "+-"),
+                "on_square": SQUARE_CORNERS, "off_square": SQUARE_CORNERS}.get(name, ())
+    return (name, *(f"{name}/{sub}" for sub in subtypes))
+
+
 def check_intervals(intervals: list[Interval], where: str = "intervals") -> None:
+    """ValueError naming the first bad interval: names and fine labels must be known, bounds finite, and the
+    intervals must cover [0, 1] in order without gaps or overlaps."""
     if not intervals:
         raise ValueError(f"{where}: no intervals")
     bad = [iv.name for iv in intervals if iv.name not in LABELS[:-1]]
     if bad:
         raise ValueError(f"{where}: unknown name {bad[0]!r}; allowed: {', '.join(LABELS[:-1])}")
+    for iv in intervals:
+        if iv.fine not in fine_labels(iv.name):
+            raise ValueError(f"{where}: fine label {iv.fine!r} does not belong to {iv.name!r}; allowed: "
+                             f"{', '.join(fine_labels(iv.name))}")
+        if not (math.isfinite(iv.lo) and math.isfinite(iv.hi)):
+            raise ValueError(f"{where}: interval bounds must be finite numbers in [0, 1], got [{iv.lo}, {iv.hi}] "
+                             f"for {iv.fine!r}")
     if abs(intervals[0].lo) > 1e-9 or abs(intervals[-1].hi - 1) > 1e-9:
         raise ValueError(f"{where}: intervals must cover [0, 1], got [{intervals[0].lo}, {intervals[-1].hi}]")
     for a, b in zip(intervals, intervals[1:]):

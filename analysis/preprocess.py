@@ -18,14 +18,40 @@ from functools import lru_cache
 import numpy as np
 from scipy.linalg import helmert
 
-__all__ = ["basis", "centre_normalise", "to_basis", "from_basis", "degenerate", "check_kernels"]
+__all__ = ["basis", "centre_normalise", "to_basis", "from_basis", "degenerate", "check_kernels", "check_dtype"]
 
 
-def check_kernels(kernels, *, what: str = "kernels") -> np.ndarray:
-    """``kernels`` as a float32 array (N, k, k) with odd k >= 3, or ValueError naming the shape."""
-    if hasattr(kernels, "detach"):
-        kernels = kernels.detach().cpu().float().numpy()
-    arr = np.asarray(kernels, dtype=np.float32)
+def check_dtype(arr: np.ndarray, what: str = "kernels") -> np.ndarray:
+    """``arr`` unchanged if it holds real numbers (integer or floating dtype), else ValueError naming the dtype: bool,
+    complex, string and object arrays have no kernel values. The one rule for arrays, tensors and files."""
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{what} have dtype {arr.dtype}; need real numbers (an integer or floating dtype), not bool, "
+                         "complex, strings or objects")
+    return arr
+
+
+def _as_array(kernels, what: str) -> np.ndarray:
+    """A numpy array of ``kernels`` (ndarray, nested sequence or torch tensor), in a dtype that loses nothing."""
+    if hasattr(kernels, "detach"):   # a torch tensor, without importing torch here
+        if kernels.is_meta:
+            raise ValueError(f"{what} are on the meta device and hold no values; materialise them first "
+                             "(e.g. model.to_empty(device='cpu') and load the weights)")
+        if kernels.is_complex() or not (kernels.is_floating_point() or str(kernels.dtype).startswith(
+                ("torch.int", "torch.uint"))):
+            raise ValueError(f"{what} have dtype {kernels.dtype}; need real numbers (an integer or floating dtype), "
+                             "not bool or complex")
+        kernels = kernels.detach().cpu()
+        kernels = (kernels.double() if kernels.dtype.itemsize > 4 else kernels.float()).numpy()
+    return check_dtype(np.asarray(kernels), what)
+
+
+def check_kernels(kernels, *, what: str = "kernels", centre: bool = False) -> np.ndarray:
+    """``kernels`` as a float32 array (N, k, k) with odd k >= 3, or ValueError naming the shape or dtype.
+
+    centre: subtract each kernel's mean first, in float64 for inputs wider than float32, so that a constant offset
+    (``w + c``) changes nothing downstream that only sees the centred kernel, even where ``c`` dwarfs ``w``.
+    """
+    arr = _as_array(kernels, what)
     if arr.ndim == 2 and arr.shape[0] == arr.shape[1] and arr.shape[0] >= 3:
         arr = arr[None]
     if arr.ndim != 3:
@@ -35,7 +61,11 @@ def check_kernels(kernels, *, what: str = "kernels") -> np.ndarray:
         raise ValueError(f"{what} must be square, got {kh}x{kw}")
     if kh < 3 or kh % 2 == 0:
         raise ValueError(f"{what} must have an odd size >= 3 (3, 5, 7, ...), got {kh}x{kw}")
-    return arr
+    if centre and n:
+        wide = arr.astype(np.float64 if arr.dtype.itemsize > 4 or arr.dtype.kind in "iu" else np.float32)
+        with np.errstate(invalid="ignore"):   # inf - inf in a non-finite kernel: NaN, still non-finite
+            arr = wide - wide.mean(axis=(1, 2), keepdims=True)
+    return arr.astype(np.float32, copy=False)
 
 
 @lru_cache(maxsize=None)
@@ -47,20 +77,19 @@ def basis(k: int) -> np.ndarray:
 
 
 def degenerate(kernels: np.ndarray) -> np.ndarray:
-    """Bool (N,): kernels that are non-finite or constant (all zero included), which have no shape to classify."""
+    """Bool (N,): kernels that hold a non-finite value or are exactly constant (all zero included): no shape to
+    classify. Depends only on the centred kernel, so adding a constant offset never changes it (a kernel made
+    constant by rounding, e.g. float32 ``w + 1`` with ``|w| < 1e-8``, has lost its shape to that rounding)."""
     flat = kernels.reshape(len(kernels), -1)
     finite = np.isfinite(flat).all(axis=1)
-    spread = np.zeros(len(flat), dtype=np.float32)
-    spread[finite] = np.ptp(flat[finite], axis=1)
-    scale = np.abs(flat[finite]).max(axis=1) if finite.any() else np.zeros(0)
     const = np.ones(len(flat), dtype=bool)
-    const[finite] = spread[finite] <= 1e-6 * np.maximum(scale, 1e-30)
+    const[finite] = np.ptp(flat[finite], axis=1) == 0
     return ~finite | const
 
 
 def centre_normalise(kernels) -> np.ndarray:
     """(N, k*k): each kernel minus its mean, divided by its L2 norm; degenerate kernels become zero vectors."""
-    arr = check_kernels(kernels)
+    arr = check_kernels(kernels, centre=True)
     flat = arr.reshape(len(arr), -1).astype(np.float32, copy=True)
     bad = degenerate(arr)
     flat[bad] = 0.0

@@ -36,7 +36,7 @@ from .fit_report import write_fit
 from .kernels import ALLOWED_EXTENSIONS, KernelSet, extract_depthwise
 from .labels import LABELS
 
-__all__ = ["run_report", "model_label", "SHARE_COLUMNS", "KERNEL_COLUMNS"]
+__all__ = ["run_report", "model_label", "check_classifier_sizes", "SHARE_COLUMNS", "KERNEL_COLUMNS"]
 
 SHARE_COLUMNS = (*LABELS, figures.DEGENERATE)       # summary share columns; they sum to 1 per row
 # index: channel within its layer; code: in [0, 1] (autoencoder) or the centroid index (k-means); NaN if degenerate
@@ -66,13 +66,16 @@ def run_report(sources, out_dir, classifiers=None, *, checkpoint=None, overwrite
     Returns the summary dict that is also written as ``summary.json``. Raises FileNotFoundError / ValueError /
     FileExistsError naming the bad value before anything is written.
     """
-    out_dir = Path(out_dir)
+    out_dir = Path(os.path.abspath(out_dir))     # "." has no name to build sibling folders from
     _check_out_dir(out_dir, overwrite)
     for name, value, low in (("per_cluster", per_cluster, 1), ("max_points", max_points, 10),
                              ("n_spectrum", n_spectrum, 50)):
         if int(value) < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
     models = _group_sources(sources)
+    _check_not_inside(out_dir, [*_input_paths(models.values()), checkpoint,
+                                *(classifiers.values() if isinstance(classifiers, dict) else
+                                  classifiers if isinstance(classifiers, (list, tuple)) else [classifiers])])
     if checkpoint is not None and len(models) != 1:
         raise ValueError(f"checkpoint {os.fspath(checkpoint)!r} needs a single 'timm:NAME' source, got "
                          f"{len(models)} models")
@@ -91,9 +94,7 @@ def run_report(sources, out_dir, classifiers=None, *, checkpoint=None, overwrite
             log(f"skipping {k}x{k} kernels ({n} in {', '.join(holders)}): {reason}")
         else:
             chosen[k] = (clf, origin)
-    unused = sorted(set(given) - set(sizes))
-    if unused:
-        log(f"note: classifiers given for sizes {unused} with no kernels of that size (sizes present: {sizes})")
+    check_classifier_sizes(given, sizes)
     if not chosen:
         raise ValueError("no classifier for any kernel size present (" + "; ".join(
             f"{s['size']}x{s['size']}: {s['reason']}" for s in skipped) + ")")
@@ -132,6 +133,30 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
             if not parent.is_dir() or not os.access(parent, os.W_OK):
                 raise PermissionError(f"cannot create {str(out_dir)!r}: {str(parent)!r} is not a writable directory")
             break
+
+
+def _input_paths(sources) -> list[str]:
+    """File paths among ``sources`` (nested lists), each .npy with its ``.layers.json`` sidecar."""
+    paths = []
+    for item in sources:
+        if isinstance(item, (list, tuple)):
+            paths += _input_paths(item)
+        elif isinstance(item, (str, os.PathLike)) and not os.fspath(item).startswith("timm:"):
+            paths += [os.fspath(item), str(Path(item).with_suffix(".layers.json"))]
+    return paths
+
+
+def _check_not_inside(out_dir: Path, inputs) -> None:
+    """Refuse an output folder whose replacement would delete an input or the working directory."""
+    out = os.path.realpath(out_dir)
+    inside = lambda path: os.path.commonpath([out, os.path.realpath(path)]) == out  # noqa: E731
+    if inside(os.getcwd()):
+        raise ValueError(f"output {str(out_dir)!r} is the working directory or holds it; a report replaces its "
+                         "folder, so choose a new folder (e.g. reports/NAME)")
+    for path in inputs:
+        if isinstance(path, (str, os.PathLike)) and os.path.exists(path) and inside(path):
+            raise ValueError(f"output {str(out_dir)!r} holds the input {os.fspath(path)!r}, which writing the report "
+                             "would delete; choose an output folder outside the inputs")
 
 
 def _missing_ancestors(folder: Path) -> list[Path]:
@@ -216,6 +241,16 @@ def _resolve_classifiers(classifiers) -> dict[int, tuple[KernelClassifier, str]]
                              f"{origin!r}")
         out[clf.size] = (clf, origin)
     return out
+
+
+def check_classifier_sizes(given: dict, sizes) -> None:
+    """ValueError if a classifier the caller chose fits none of the kernel ``sizes``: silently falling back to the
+    bundled classifier for the kernels it was meant for would be a wrong result, not a detail."""
+    unused = sorted(set(given) - set(sizes))
+    if unused:
+        raise ValueError("classifier " + ", ".join(f"{given[k][1]!r} is for {k}x{k} kernels" for k in unused)
+                         + f", but the kernels are {', '.join(f'{k}x{k}' for k in sorted(sizes))}; give a "
+                         "classifier per kernel size present (or none, for the bundled ones)")
 
 
 def _classifier_for(k: int, given: dict):
@@ -358,7 +393,11 @@ def _publish(tmp: Path, out_dir: Path) -> None:
     old = None
     if out_dir.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old / "report")
+        try:
+            os.replace(out_dir, old / "report")
+        except BaseException:
+            old.rmdir()
+            raise
     try:
         os.replace(tmp, out_dir)
     except BaseException:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 from .families import check_size
 from .init import dog_init_
 from .mixes import MIXES, resolve_mix, sample
-from .preview import atomic_path, save_kernel_grid
+from .preview import MAX_GRID_KERNELS, atomic_path, check_output_file, save_kernel_grid
 
 
 def _mix_arg(text: str):
@@ -24,40 +25,62 @@ def _mix_arg(text: str):
     return mix
 
 
-def _png(path: str) -> Path:
+def _png(path: str, flag: str) -> Path:
     if not path.lower().endswith(".png"):
-        raise ValueError(f"--out must be a .png file, got {path!r}")
-    return Path(path)
+        raise ValueError(f"{flag} must be a .png file, got {path!r}")
+    return check_output_file(path, flag)
+
+
+def _count(n: int) -> int:
+    if not 1 <= n <= MAX_GRID_KERNELS:
+        raise ValueError(f"--n must be between 1 and {MAX_GRID_KERNELS} (kernels in one grid), got {n}")
+    return n
+
+
+def _timm_model(name: str):
+    import difflib
+
+    import timm
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        raise ValueError(f"unknown timm model {name!r}" + (f"; close names: {', '.join(close)}" if close else
+                                                           "; see timm.list_models('*PATTERN*')"))
+    return timm.create_model(name, pretrained=False)
 
 
 def preview(args) -> None:
-    out = _png(args.out)
+    out = _png(args.out, "--out")
     check_size(args.size)
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
+    _count(args.n)
     kernels, families = sample(args.n, args.size, args.mix, generator=torch.Generator().manual_seed(args.seed))
     save_kernel_grid(kernels, families, out, suptitle=f"{args.n} kernels, {args.size}x{args.size}, mix {args.mix}")
     print(f"wrote {out}")
 
 
 def init(args) -> None:
-    import timm
-
-    preview_path = _png(args.preview) if args.preview else None
-    model = timm.create_model(args.model, pretrained=False)
+    # Every output and option is checked before the model is built; both files appear together or not at all.
+    preview_path = _png(args.preview, "--preview") if args.preview else None
+    report_path = check_output_file(args.report, "--report") if args.report else None
+    if preview_path and report_path and preview_path.resolve() == report_path.resolve():
+        raise ValueError(f"--report and --preview name the same file {args.report!r}")
+    _count(args.n)
+    model = _timm_model(args.model)
     report = dog_init_(model, args.mix, scale=args.scale, seed=args.seed)
     print(report.summary())
-    if args.report:
-        with atomic_path(args.report) as tmp:
-            tmp.write_text(json.dumps(report.to_dict(), indent=1))
-        print(f"wrote {args.report}")
-    if preview_path:
-        first = report.layers[0]
-        conv = model.get_submodule(first.name)
-        n = min(args.n, conv.out_channels)
-        save_kernel_grid(conv.weight[:n, 0], first.families[:n], preview_path,
-                         suptitle=f"{args.model}: {first.name}, first {n} of {conv.out_channels} kernels")
-        print(f"wrote {preview_path}")
+    with contextlib.ExitStack() as stack:
+        if report_path:
+            stack.enter_context(atomic_path(report_path, what="--report")).write_text(
+                json.dumps(report.to_dict(), indent=1))
+        if preview_path:
+            first = report.layers[0]
+            conv = model.get_submodule(first.name)
+            n = min(args.n, conv.out_channels)
+            save_kernel_grid(conv.weight.detach()[:n, 0], first.families[:n],
+                             stack.enter_context(atomic_path(preview_path, what="--preview")),
+                             suptitle=f"{args.model}: {first.name}, first {n} of {conv.out_channels} kernels")
+    for path in (report_path, preview_path):
+        if path:
+            print(f"wrote {path}")
 
 
 def main(argv=None) -> int:
@@ -66,7 +89,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("preview", help="save a grid of sampled kernels, each titled with its family")
     p.add_argument("--mix", type=_mix_arg, default="paper", help=f"preset ({', '.join(MIXES)}) or JSON dict")
     p.add_argument("--size", type=int, default=7, help="odd kernel size >= 3")
-    p.add_argument("--n", type=int, default=64, help="number of kernels")
+    p.add_argument("--n", type=int, default=64, help=f"number of kernels (1 to {MAX_GRID_KERNELS})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="kernels.png", help="PNG path")
     p.set_defaults(run=preview)
@@ -75,7 +98,8 @@ def main(argv=None) -> int:
     p.add_argument("--mix", type=_mix_arg, default="paper")
     p.add_argument("--scale", default="default", help="default | match | unit | a float (kernel L2 norm)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n", type=int, default=64, help="kernels of the first layer to draw with --preview")
+    p.add_argument("--n", type=int, default=64,
+                   help=f"kernels of the first layer to draw with --preview (1 to {MAX_GRID_KERNELS})")
     p.add_argument("--report", help="write the InitReport as JSON here")
     p.add_argument("--preview", help="PNG of the first depthwise layer's kernels")
     p.set_defaults(run=init)
@@ -87,7 +111,7 @@ def main(argv=None) -> int:
             parser.error(f"--scale must be default, match, unit or a float, got {args.scale!r}")
     try:
         args.run(args)
-    except ValueError as err:
+    except (ValueError, TypeError) as err:   # bad input, named in the message: usage + status 2
         parser.error(str(err))
     return 0
 

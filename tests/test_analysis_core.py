@@ -159,10 +159,15 @@ def test_classifier_contract(toy_classifier):
 
 
 def test_classifier_matches_brute_force(toy_classifier):
+    """Symmetric: the best of every 16th code under the 16 symmetries; plain: the best of all 10,000 codes."""
+    from analysis.symmetry import SYMMETRIES, transform
     clf, x, _ = toy_classifier
     r = clf.classify(x[:50], chunk=7)
-    sims = to_basis(x[:50]) @ clf.codebook.T
-    np.testing.assert_allclose(1 - sims.max(1), r.dissimilarity, atol=1e-5)
+    base = from_basis(clf.codebook[8::16], 7)
+    closed = np.concatenate([to_basis(transform(base, g)) for g in SYMMETRIES])
+    np.testing.assert_allclose(1 - (to_basis(x[:50]) @ closed.T).max(1), r.dissimilarity, atol=1e-5)
+    plain = KernelClassifier(7, clf.codebook, clf.names, clf.fine, symmetric=False).classify(x[:50], chunk=7)
+    np.testing.assert_allclose(1 - (to_basis(x[:50]) @ clf.codebook.T).max(1), plain.dissimilarity, atol=1e-5)
 
 
 def test_degenerate_empty_and_bad_input(toy_classifier):

@@ -27,6 +27,15 @@ PNG = b"\x89PNG\r\n\x1a\n"
 TINY = ["--epochs", "2", "--widths", "16,16,8,8", "--batch-size", "64"]
 
 
+def two_names(folder: Path) -> str:
+    """An interval file naming both halves of code space: a 2-epoch toy autoencoder's own spectrum names no family,
+    and fit refuses a classifier that names none."""
+    path = folder / "two_names.json"
+    path.write_text(json.dumps([{"lo": 0.0, "hi": 0.5, "name": "on_centre", "fine": "on_centre"},
+                                {"lo": 0.5, "hi": 1.0, "name": "off_centre", "fine": "off_centre"}]))
+    return str(path)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     # These models are tiny: on a busy 2-core machine intra-op threads only add seconds of spin-waiting.
@@ -239,7 +248,8 @@ def test_cli_fit_autoencoder_and_kmeans(kernel_files, tmp_path, capsys):
     np.save(train, synthetic(20, 7, seed=5))
     out = tmp_path / "fit"
     assert main(["fit", "--kernels", str(train), str(kernel_files / "alpha_k7.npy"), "--size", "7",
-                 "--out", str(out), "--synthetic", "5", "--threshold", "0.25", *TINY]) == 0
+                 "--out", str(out), "--synthetic", "5", "--threshold", "0.25", "--intervals", two_names(tmp_path),
+                 *TINY]) == 0
     clf = KernelClassifier.load(out / "classifier_k7.safetensors")
     assert (clf.size, clf.kind, clf.threshold) == (7, "autoencoder", 0.25)
     inputs = clf.meta["trained_on"]["inputs"]
@@ -268,7 +278,7 @@ def test_cli_fit_resume(tmp_path, monkeypatch, capsys):
     train = tmp_path / "train_k5.npy"
     np.save(train, synthetic(15, 5, seed=6))
     argv = ["fit", "--kernels", str(train), "--size", "5", "--epochs", "4", "--widths", "16,16,8,8",
-            "--batch-size", "32", "--patience", "10"]
+            "--batch-size", "32", "--patience", "10", "--intervals", two_names(tmp_path)]
     assert main([*argv, "--out", str(tmp_path / "straight")]) == 0
 
     real_save = ae._save_state
