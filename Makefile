@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test classifiers evidence bench clean cifar-data cifar-runs cifar-experiment
+.PHONY: install demo test classifiers evidence fit-evidence bench clean cifar-data cifar-runs cifar-experiment
 
 install: $(STAMP)
 
@@ -34,6 +34,14 @@ classifiers: install
 SHARED_KERNELS ?= ../shared/data/kernels
 evidence: install
 	$(PY) -m analysis report --kernels $(SHARED_KERNELS)/*.npy --out docs/evidence --overwrite --quiet
+
+# The README's fit figures (issue 9): the same report with --fit; docs/fit keeps the fit's figures and summary.json
+# (agreement with the autoencoder per file), the whole report (per-kernel CSVs included) stays in build/fit-evidence.
+fit-evidence: install
+	$(PY) -m analysis report --kernels $(SHARED_KERNELS)/*.npy --out build/fit-evidence --overwrite --quiet --fit
+	rm -rf docs/fit.partial && mkdir -p docs/fit.partial
+	cp build/fit-evidence/*_fit_*.png build/fit-evidence/summary.json docs/fit.partial/
+	rm -rf docs/fit && mv docs/fit.partial docs/fit
 
 # CIFAR-10 from ../shared/data, unpacked for torchvision's ImageFolder (data/ is git-ignored).
 SHARED_DATA ?= ../shared/data
@@ -64,6 +72,7 @@ test: install
 bench: install
 	$(PY) benchmarks/init_speed.py --quick
 	$(PY) benchmarks/classifier.py --quick
+	$(PY) benchmarks/fit.py --quick
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache

@@ -23,7 +23,7 @@ start keeps those of the template it starts from, so every subtype is its own st
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,11 +38,13 @@ DISCRETE = ("kind", "sign", "corner")
 
 @dataclass(frozen=True)
 class Space:
-    """The fitted parameters of one family: ``bounds[name]`` is ``(lo, hi)`` or ``None`` for a free angle."""
+    """The fitted parameters of one family: ``bounds[name]`` is ``(lo, hi)`` or ``None`` for a free angle; for a
+    name in ``relative`` the bounds are multiples of the parameter it names (listed before it)."""
     family: str
     bounds: dict[str, tuple[float, float] | None]
     period: float | None = None     # wrap of the free angle theta, degrees
     discrete: tuple[str, ...] = ()  # taken from the start template, never optimised
+    relative: dict[str, str] = field(default_factory=dict)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -53,6 +55,8 @@ class Space:
         cols = []
         for name, bound in self.bounds.items():
             x = values[name].to(torch.float32)
+            if name in self.relative:
+                x = x / values[self.relative[name]].to(torch.float32)
             if bound is None:
                 cols.append(torch.deg2rad(x))
             else:
@@ -68,6 +72,8 @@ class Space:
         for j, (name, bound) in enumerate(self.bounds.items()):
             out[name] = torch.rad2deg(z[:, j]) if bound is None else bound[0] + (bound[1] - bound[0]) * \
                 torch.sigmoid(z[:, j])
+            if name in self.relative:
+                out[name] = out[name] * out[self.relative[name]]
         return out
 
     def wrap(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -86,8 +92,10 @@ SPACES: dict[str, Space] = {
                                                    "dx": _SHIFT, "dy": _SHIFT}, period=360.0),
     "second_derivative": Space("second_derivative", {**_DOG, "elongation": (1.0, 2.0), "theta": (-45.0, 45.0),
                                                      "dx": _SHIFT, "dy": _SHIFT}, discrete=("kind", "sign")),
-    **{f: Space(f, {"width": (0.2, 1.5), "length": (1.0, 6.0), "peak": (0.0, 1.5), "theta": (-45.0, 45.0),
-                    "dx": _SHIFT, "dy": _SHIFT}) for f in ("on_cross", "off_cross")},
+    # Arms at least 2.5x longer than wide (dog_init.PARAMS reaches 2.6) and a centre peak at most 0.6: shorter or
+    # peakier crosses are blobs, and would take on- and off-centre kernels (the template bank's rule too).
+    **{f: Space(f, {"width": (0.2, 1.2), "length": (2.5, 12.0), "peak": (0.0, 0.6), "theta": (-45.0, 45.0),
+                    "dx": _SHIFT, "dy": _SHIFT}, relative={"length": "width"}) for f in ("on_cross", "off_cross")},
     # The block's centre is set by offset and corner; dx, dy only let it leave the diagonal a little.
     **{f: Space(f, {"half": (0.3, 2.5), "offset": (0.0, 2.0), "softness": (0.03, 0.6), "dx": (-0.5, 0.5),
                     "dy": (-0.5, 0.5)}, discrete=("corner",)) for f in ("on_square", "off_square")},
@@ -101,7 +109,8 @@ def spaces_for(size: int) -> dict[str, Space]:
     if size > 5:
         return SPACES
     near = {"dx": (-0.5, 0.5), "dy": (-0.5, 0.5)}
-    return {f: Space(f, {**s.bounds, **near}, s.period, s.discrete) if f in ("on_centre", "off_centre") else s
+    return {f: Space(f, {**s.bounds, **near}, s.period, s.discrete, s.relative) if f in ("on_centre", "off_centre")
+            else s
             for f, s in SPACES.items()}
 
 
