@@ -102,6 +102,7 @@ def convert_(model: nn.Module, mix: Mix = "paper", *, include: str | Iterable[st
              seed: int | None = None) -> InitReport:
     """Swap every eligible depthwise ``nn.Conv2d`` of ``model`` for a ``DoGConv2d``, in place.
 
+    ``mix`` is anything ``dog_init_`` takes (a preset, a dict family -> weight, a per-layer ``Profile``).
     Eligible as for ``dog_init_`` (``find_depthwise``, ``include`` / ``exclude`` regexes on module names); each
     ``DoGConv2d`` keeps the conv's geometry (channels, multiplier, stride, padding, dilation, padding_mode), bias,
     device, dtype and train/eval mode, and starts from the kernels ``dog_init_(model, mix, seed=seed,

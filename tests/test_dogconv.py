@@ -412,3 +412,18 @@ def test_ddp_through_accelerate_keeps_processes_in_sync(tmp_path):
     assert result["world"] == 2 and "MULTI_CPU" in result["distributed"] and result["is_dogconv"]
     assert result["max_param_diff"] == 0.0 and result["moved"] > 1e-4 and result["residual_norm"] > 0
     assert result["losses"][-1] < result["losses"][0]
+
+
+def test_convert_follows_a_per_layer_profile_like_dog_init_():
+    from dog_init import LayerProfile, Profile
+
+    profile = Profile("test", (LayerProfile("first", 5, 0.0, 16, 1.0, {"on_centre": 1.0}),
+                               LayerProfile("last", 5, 1.0, 16, 1.0, {"first_derivative": 0.5, "off_cross": 0.5})),
+                      {"on_centre": 0.5, "first_derivative": 0.25, "off_cross": 0.25})
+    model, reference = twin(convmixer)
+    report = convert_(model, profile, seed=2)
+    dog_init_(reference, profile, seed=2)
+    assert set(report.layers[0].families) == {"on_centre"}
+    assert set(report.layers[1].families) == {"first_derivative", "off_cross"}
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.allclose(model(x), reference(x), atol=1e-5)
