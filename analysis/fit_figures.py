@@ -19,6 +19,7 @@ matplotlib.use("Agg")   # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.cbook import boxplot_stats  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from dog_init.preview import atomic_path  # noqa: E402
 
@@ -75,6 +76,7 @@ def plot_sigma_by_layer(sigma, layer_index, layer_names, on_centre, path, *, tit
     ax.set_ylim(edges[0], edges[-1])
     ax.set_yticks([0.25, 0.5, 1, 2, 3])
     ax.set_yticklabels(["0.25", "0.5", "1", "2", "3"])
+    ax.yaxis.set_minor_formatter(NullFormatter())      # a log axis would label 0.3, 0.4, 0.6 ... as 3x10^-1
     ax.set_ylabel("fitted centre sigma (pixels)")
     ax.set_xlabel("depthwise layer, input to output (tick: layer (centre kernels))")
     step = max(1, int(np.ceil(len(used) / 60)))
