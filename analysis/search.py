@@ -111,41 +111,37 @@ class SymmetricIndex:
     """Exact nearest entry of a codebook closed under the 16 symmetries of ``analysis.symmetry``, by brute force.
 
     The closed codebook is ``{g c_i}`` for base entries ``c_i`` (K, k^2, unit, centred) and the 16 symmetries ``g``.
-    Since ``<x, g c> = <g^-1 x, c>``, the kernel is transformed instead of the codebook: its 8 rotations / reflections
-    (pixel permutations) are scored against the K base entries in one (8 n x k^2) @ (k^2 x K) product, and negation
-    costs nothing more, since ``<-y, c> = -<y, c>`` (the best negated score is minus the lowest). That is 8 K
-    multiply-adds per pixel and kernel for 16 K entries, half of a plain search over as many entries.
+    The 8 rotations / reflections of every entry are stored side by side (k^2, 8 K); negation costs nothing more,
+    since ``<x, -c> = -<x, c>``: the best negated entry is minus the lowest score. One (n x k^2) @ (k^2 x 8 K) product
+    and a max / min pass per kernel: 8 K multiply-adds per pixel for 16 K entries, half of a plain search over as
+    many entries.
     """
 
     def __init__(self, entries: np.ndarray, k: int):
-        from .symmetry import SYMMETRIES, pixel_permutations
-        self.entries = torch.from_numpy(np.ascontiguousarray(entries, dtype=np.float32))     # (K, k^2)
-        self.book = self.entries.T.contiguous()
-        self.perm = torch.from_numpy(pixel_permutations(k)[0][:8].copy())                  # the sign-free 8
-        # The kernel variant j + 8 s (D4 element j, sign s) matched c; the entry it matched is the inverse variant
-        # applied to c: a rotation by r is undone by (4 - r) mod 4 quarter turns, a reflection and negation by
-        # themselves.
-        self.inverse = torch.tensor([SYMMETRIES.index(((4 - r) % 4 if not f else r, f, s)) for r, f, s in SYMMETRIES])
+        from .symmetry import pixel_permutations
+        entries = torch.from_numpy(np.ascontiguousarray(entries, dtype=np.float32))           # (K, k^2)
+        perm = torch.from_numpy(pixel_permutations(k)[0][:8].copy())                           # the sign-free 8
+        self.k, self.n_base = k, len(entries)
+        self.book = torch.cat([entries[:, perm[j]] for j in range(8)]).T.contiguous()         # (k^2, 8 K)
 
     @torch.no_grad()
-    def nearest(self, flat: torch.Tensor, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def nearest(self, flat: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(base entry (n,), symmetry (n,) into ``SYMMETRIES``, cosine (n,)) for raw flattened kernels (n, k^2): the
         kernel's best match is ``SYMMETRIES[symmetry] . entries[index]``."""
         n = len(flat)
         index = torch.zeros(n, dtype=torch.int64)
         symmetry = torch.zeros(n, dtype=torch.int64)
         score = torch.zeros(n)
+        buffer = torch.empty(min(chunk, n), self.book.shape[1])   # reused: a fresh (c, 8 K) block per chunk page-faults
         for start in range(0, n, chunk):
             x = flat[start:start + chunk]
             x = x - x.mean(dim=1, keepdim=True)
             x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-30)
-            scores = x[:, self.perm] @ self.book                                  # (c, 8, K)
-            top, top_at = scores.max(dim=2)
-            low, low_at = scores.min(dim=2)
-            values = torch.cat([top, -low], dim=1)                                # (c, 16): variant j + 8 s
-            variant = values.argmax(dim=1, keepdim=True)
+            scores = torch.mm(x, self.book, out=buffer[:len(x)])                 # (c, 8 K)
+            negative = -scores.amin(dim=1) > scores.amax(dim=1)                  # the best entry is a negated one
+            scores.mul_(1 - 2 * negative.unsqueeze(1).to(scores.dtype))          # a full pass beats a masked one
+            best, at = scores.max(dim=1)
             rows = slice(start, start + len(x))
-            index[rows] = torch.cat([top_at, low_at], dim=1).gather(1, variant).squeeze(1)
-            score[rows] = values.gather(1, variant).squeeze(1)
-            symmetry[rows] = self.inverse[variant.squeeze(1)]
+            index[rows], score[rows] = at % self.n_base, best
+            symmetry[rows] = at // self.n_base + 8 * negative                   # D4 element j, sign: j + 8 s
         return index, symmetry, score
