@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import threading
 import warnings
 import zlib
 from contextlib import contextmanager
@@ -35,16 +36,26 @@ class CheckpointError(RuntimeError):
 
 @contextmanager
 def held_signals():
-    """Hold SIGINT and SIGTERM until the block ends (then they are delivered), in the main thread."""
-    import threading
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    """Hold SIGINT and SIGTERM until the block ends, then act on them as before (Ctrl-C raises
+    KeyboardInterrupt). Python runs signal handlers in the main thread whichever thread the signal hits, so a
+    recording handler defers them for the whole process; outside the main thread this is a no-op."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda number, frame: received.append(number))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            handler = previous[received[0]]
+            if callable(handler):
+                handler(received[0], None)       # e.g. default_int_handler: KeyboardInterrupt
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(received[0])
 
 
 def _crc32(path: Path) -> int:
@@ -74,8 +85,11 @@ class CheckpointManager:
         found = [(int(m.group(1)), p) for p in self.root.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()]
         return sorted(found, reverse=True)
 
-    def verify(self, folder: Path) -> dict:
+    @staticmethod
+    def verify(folder: Path) -> dict:
         """The manifest of ``folder``, or CheckpointError saying what is wrong with it."""
+        if not folder.is_dir():
+            raise CheckpointError(f"{str(folder)!r} is not a checkpoint folder (expected OUTPUT/checkpoints/epoch_N)")
         path = folder / MANIFEST
         if not path.is_file():
             raise CheckpointError(f"checkpoint {str(folder)!r} has no {MANIFEST} (an interrupted write?)")
@@ -100,9 +114,6 @@ class CheckpointManager:
         Returns its folder, or None when ``auto`` finds none. Every process loads its own RNG state."""
         if spec != "auto":
             folder = Path(spec)
-            if not folder.is_dir():
-                raise CheckpointError(f"--resume {spec!r} is not a checkpoint folder (expected "
-                                      f"OUTPUT/checkpoints/epoch_N or 'auto')")
             self.verify(folder)
             self._load_state(folder)
             return folder

@@ -172,6 +172,9 @@ def _type_name(hint) -> str:
     return {type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _admits(hint, kind) -> bool:
     """Whether the field type ``hint`` takes values of ``kind`` (ints count as floats)."""
     if typing.get_origin(hint) in (Union, types.UnionType):
@@ -200,6 +203,8 @@ def _coerce(value, hint, key: str):
             return value
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):   # YAML 1.1 reads 1e-3 as text
             return float(value)
     elif hint is str:
         if isinstance(value, str):

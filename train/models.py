@@ -17,7 +17,7 @@ from dog_init import InitReport, dog_init_, get_init, list_inits
 
 from .config import Config, ConfigError
 
-__all__ = ["check_model_name", "build_model", "depthwise_parameter_count"]
+__all__ = ["check_model_name", "build_model"]
 
 
 def check_model_name(name: str) -> None:
@@ -38,6 +38,9 @@ def _check_init(cfg: Config) -> None:
         raise ConfigError(f"init.profile {cfg.init.profile!r} does not exist (write one with "
                           "`python -m analysis profile --model ... --out profile.json`)")
     uses_dog = cfg.init.name == "dog" or cfg.init.parameterise == "dog"
+    if cfg.init.parameterise == "dog" and cfg.init.scale != "default":
+        raise ConfigError(f"init.parameterise dog starts from the kernels of init.scale default (DoGConv2d learns "
+                          f"each kernel's gain); got init.scale {cfg.init.scale!r}")
     if cfg.init.profile is not None and not uses_dog:
         raise ConfigError(f"init.profile needs init.name dog (or init.parameterise dog), got {cfg.init.name!r}")
 
@@ -87,15 +90,3 @@ def _load_weights(model: nn.Module, path: str) -> None:
     if unexpected or len(missing) == len(model.state_dict()):
         raise ConfigError(f"model.checkpoint {path!r} does not fit {type(model).__name__}: {len(missing)} missing "
                           f"and {len(unexpected)} unexpected keys, e.g. {(missing + unexpected)[:3]}")
-
-
-def depthwise_parameter_count(model: nn.Module) -> int:
-    """Trainable parameters of the depthwise layers (plain depthwise convs or DoGConv2d)."""
-    from dog_init import find_depthwise
-    convs = [m for _, m in find_depthwise(model)[0]]
-    try:
-        from dog_init import DoGConv2d
-        convs += [m for m in model.modules() if isinstance(m, DoGConv2d)]
-    except ImportError:
-        pass
-    return sum(p.numel() for m in convs for p in m.parameters() if p.requires_grad)

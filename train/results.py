@@ -39,12 +39,14 @@ def _mean_std(values) -> tuple[float, float]:
 
 def _depthwise_params(run: Path) -> int | None:
     """Trainable depthwise parameters of the run's model, rebuilt from its config.yaml (no weights needed)."""
-    from .models import build_model, depthwise_parameter_count
+    from dog_init import depthwise_stats
+
+    from .models import build_model
     try:
         cfg = load_recipe(run / "config.yaml")
         apply_overrides(cfg, [("model.checkpoint", "null"), ("init.profile", "null")])
         model, _ = build_model(cfg, num_classes=cfg.data.num_classes)
-        return depthwise_parameter_count(model)
+        return depthwise_stats(model)["depthwise_params"]
     except (ConfigError, ValueError, RuntimeError):   # e.g. a model only its weights file can build: no column
         return None
 

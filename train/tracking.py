@@ -14,6 +14,7 @@ it recomputes instead of repeating them, and ``TensorBoard``'s ``purge_step`` hi
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from torch import nn
 
 from analysis import KernelClassifier, available_pretrained, extract_depthwise
 from analysis.labels import OTHER
-from dog_init import FAMILIES, find_depthwise
+from dog_init import FAMILIES, DoGConv2d, bake_, depthwise_stats, find_depthwise
 from dog_init.preview import atomic_path
 
 __all__ = ["FAMILY_KEYS", "JsonLines", "Census", "CensusResult", "Tracker"]
@@ -93,6 +94,8 @@ class Census:
 
     def _measure(self, model: nn.Module) -> CensusResult:
         start = time.perf_counter()
+        if any(isinstance(m, DoGConv2d) for m in model.modules()):
+            model = bake_(copy.deepcopy(model))   # the kernels DoGConv2d layers apply, as plain convs
         order = [name for name, _ in find_depthwise(model)[0]]
         kernels = extract_depthwise(model)
         per_layer, skipped = {}, {}
@@ -179,6 +182,10 @@ class Tracker:
             self._log_census(ema_result, step, "clusters_ema", details=False)
         self.census_log.append(record)
         self.scalars({"time/census_s": result.seconds}, step)
+        stats = depthwise_stats(model)
+        if stats["dogconv_layers"]:   # DoGConv2d: how far the free residual kernels have left the families
+            self.scalars({"dogconv/residual_norm": stats["residual_norm"],
+                          "dogconv/params": stats["dogconv_params"]}, step)
         return record
 
     def _log_census(self, result: CensusResult, step: int, prefix: str, details: bool = True) -> None:

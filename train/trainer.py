@@ -9,6 +9,8 @@ replaces its twin.
 """
 from __future__ import annotations
 
+import copy
+import json
 import time
 import warnings
 from pathlib import Path
@@ -17,9 +19,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 
+from dog_init import bake_
 from dog_init.preview import atomic_path
 
-from .checkpoint import CheckpointManager, save_weights
+from .checkpoint import CheckpointError, CheckpointManager, save_weights
 from .config import Config, ConfigError, flat, to_yaml, validate
 from .data import build_data, build_mixup
 from .engine import TrainState, build_loss, evaluate, train_one_epoch
@@ -46,6 +49,11 @@ def output_dir(cfg: Config, recipe: str | None) -> Path:
 def _check_output(out: Path, resume: str | None) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output dir {str(out)!r} exists and is not a folder")
+    if resume not in (None, "auto"):
+        try:
+            CheckpointManager.verify(Path(resume))
+        except CheckpointError as err:
+            raise ConfigError(f"--resume {resume!r}: {err}") from None
     if resume is None and ((out / "config.yaml").exists() or (out / "checkpoints").exists()):
         raise ConfigError(f"output dir {str(out)!r} holds a run; pass --resume auto to continue it or choose "
                           "another --output-dir")
@@ -151,22 +159,19 @@ def _finish(cfg: Config, accelerator, model, ema, out: Path, state: TrainState, 
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
-    final = accelerator.unwrap_model(model)
-    if cfg.init.parameterise == "dog":
-        import copy
-        from dog_init import bake_
-        final = bake_(copy.deepcopy(final))
     meta = {"format": "dog-init-train", "timm_model": cfg.model.name, "model_kwargs": _json(cfg.model.kwargs),
             "epoch": state.epoch, "step": state.step, "best_top1": state.best_top1}
-    save_weights(final, out / "model.safetensors", meta)
-    if ema is not None:
-        save_weights(ema.module, out / "model_ema.safetensors", meta)
+    models = [("model.safetensors", accelerator.unwrap_model(model))]
+    models += [("model_ema.safetensors", ema.module)] if ema is not None else []
+    for name, module in models:
+        if cfg.init.parameterise == "dog":   # DoGConv2d layers back to plain convs: loads into the timm model
+            module = bake_(copy.deepcopy(module))
+        save_weights(module, out / name, meta)
     say(f"done: weights {out / 'model.safetensors'}, census {out / 'census.jsonl'}, metrics {out / 'metrics.jsonl'}"
         f"\nTensorBoard: tensorboard --logdir {out / 'tensorboard'}")
 
 
 def _json(value) -> str:
-    import json
     return json.dumps(value, sort_keys=True)
 
 
