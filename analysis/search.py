@@ -1,4 +1,6 @@
-"""Exact nearest-codebook search for kernels: brute force, and a certified coarse-to-fine search along the curve.
+"""Exact nearest-codebook search for kernels: ``SymmetricIndex``, brute force over a codebook closed under the 16
+symmetries of the square and sign (the classifiers' default), and ``CodebookIndex``, the plain rule's certified
+coarse-to-fine search along the curve, described next.
 
 Cosine similarity of a kernel ``w`` to codebook entry ``c_i`` (unit, in basis coordinates) is
 ``<w - mean(w), B c_i> / |w - mean(w)|``: one (N x k^2) @ (k^2 x M) product. The autoencoder's codebook is a smooth

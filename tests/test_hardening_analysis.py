@@ -37,7 +37,7 @@ def generated(k: int, seed: int) -> np.ndarray:
 def test_label_maps_agree_with_the_geometry():
     """map_fine, checked against what the template bank calls a transformed clean template of an unambiguous kind."""
     bank = template_bank(5)
-    clear = np.isin(bank.names, ["first_derivative", "on_centre", "off_cross", "on_square"])
+    clear = np.flatnonzero(np.isin(bank.names, ["first_derivative", "on_centre", "off_cross", "on_square"]))[::5]
     for g in SYMMETRIES:
         _, fine, similarity = match_templates(transform(bank.kernels[clear], g), bank=bank)
         expected = np.array([map_fine(f, g) for f in bank.fine[clear]])

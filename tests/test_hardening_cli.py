@@ -17,6 +17,7 @@ import torch
 from analysis.__main__ import main
 from analysis.bundle import shared_kernels_dir
 from dog_init.preview import MAX_GRID_KERNELS, atomic_path, save_kernel_grid
+from dog_init.__main__ import main as dog_init_main
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "analysis" / "weights"
@@ -182,14 +183,15 @@ def test_fit_refuses_a_classifier_that_names_no_family(kernels, capsys):
     (["preview", "--n", "100000", "--size", "3"], f"between 1 and {MAX_GRID_KERNELS}"),
     (["preview", "--n", "-5"], "--n must be between 1 and"),
 ])
-def test_dog_init_cli_errors(tmp_path, args, needle):
+def test_dog_init_cli_errors(tmp_path, args, needle, monkeypatch, capsys):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken.png").mkdir()
     (tmp_path / "afile").write_text("")
     before = listing(tmp_path)
-    result = dog_init_cli(*args, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert needle in result.stderr and "Traceback" not in result.stderr
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:           # in-process: an uncaught error would fail the test instead
+        dog_init_main(args)
+    assert exc.value.code == 2 and needle in capsys.readouterr().err
     assert listing(tmp_path) == before               # in particular no r.json, no hidden temp file
 
 
