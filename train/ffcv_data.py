@@ -68,8 +68,11 @@ def build_ffcv(cfg: Config, accelerator) -> DataBundle:
     classes = meta["train"]["classes"]
     device = accelerator.device
     mean, std = np.array(d.mean) * 255, np.array(d.std) * 255
-    tail = [ToTensor(), ToDevice(device, non_blocking=True), ToTorchImage(channels_last=cfg.model.channels_last),
-            NormalizeImage(mean, std, np.float32)]
+    to_torch = [ToTensor(), ToDevice(device, non_blocking=True), ToTorchImage(channels_last=cfg.model.channels_last)]
+    normalise = NormalizeImage(mean, std, np.float32)
+    # FFCV's own layout normalises on the GPU; on the CPU that order sends FFCV 1.0's stage planner into an endless
+    # loop, so there the compiled (numpy) stage normalises before the tensors are made.
+    tail = to_torch + [normalise] if device.type == "cuda" else [normalise] + to_torch
     labels = [IntDecoder(), ToTensor(), Squeeze(), ToDevice(device, non_blocking=True)]
     size = (d.img_size, d.img_size)
     if a.enabled:
