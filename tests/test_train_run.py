@@ -155,3 +155,14 @@ def test_timeline_draws_groups_of_runs(tiny_run, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = run_train(str(tmp_path), "--out", out, module="train.timeline", check=False)
     assert bad.returncode == 2 and "has no census.jsonl" in bad.stderr
+
+
+def test_census_with_the_dog_fit(tmp_path):
+    out = tmp_path / "run"
+    run_train("--config", TINY, "--output-dir", out, "--tracking.fit", "true", "--epochs", "1")
+    fit = census(out)[0]["fit"]["7"]
+    assert fit["on_centre"]["count"] == 30 and 0.5 < fit["on_centre"]["sigma_median"] < 1.5
+    assert fit["on_cross"]["sigma_median"] is None               # crosses have no sigma
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    tags = EventAccumulator(str(out / "tensorboard")).Reload().Tags()["scalars"]
+    assert {"fit/k7/on_centre/sigma_median", "fit/k7/on_centre/residual_median"} <= set(tags)

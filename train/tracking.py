@@ -75,8 +75,9 @@ class CensusResult:
 class Census:
     """Classifies a model's depthwise kernels with the bundled classifiers, one per kernel size."""
 
-    def __init__(self, log=print):
+    def __init__(self, log=print, fit: bool = False):
         self.log, self._classifiers, self._available = log, {}, set(available_pretrained())
+        self.fit = fit   # also fit the DoG formula (analysis.fit_families) to kernels of 5x5 and up
 
     def classifier(self, k: int) -> KernelClassifier | None:
         if k not in self._classifiers:
@@ -98,7 +99,7 @@ class Census:
             model = bake_(copy.deepcopy(model))   # the kernels DoGConv2d layers apply, as plain convs
         order = [name for name, _ in find_depthwise(model)[0]]
         kernels = extract_depthwise(model)
-        per_layer, skipped = {}, {}
+        per_layer, skipped, fits = {}, {}, {}
         for group in kernels:
             clf = self.classifier(group.size)
             if clf is None:
@@ -106,6 +107,8 @@ class Census:
                 continue
             result = clf.classify(group.kernels)
             labels = np.where(result.degenerate, "degenerate", result.labels)
+            if self.fit and group.size >= 5:   # at 3x3 the closed forms fit almost any 9 pixels
+                fits[str(group.size)] = _fit_summary(group.kernels)
             for i, name in enumerate(group.layer_names):
                 rows = group.layer_index == i
                 per_layer[name] = (group.size, group.kernels[rows], labels[rows])
@@ -115,7 +118,17 @@ class Census:
                   "layers": [{"name": name, "kernel_size": k, **_shares(lab)} for name, k, _, lab in layers]}
         if skipped:
             record["skipped_sizes"] = {str(k): n for k, n in sorted(skipped.items())}
+        if fits:
+            record["fit"] = fits
         return CensusResult(record, layers, time.perf_counter() - start)
+
+
+def _fit_summary(kernels: np.ndarray) -> dict:
+    """Median fitted centre sigma (pixels) and residual per family (``FamilyFit.summary``); NaN as null."""
+    from analysis import fit_families
+    summary = fit_families(kernels, steps=100).summary()
+    return {family: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in values.items()}
+            for family, values in summary.items() if values["count"]}
 
 
 def _shares(labels: np.ndarray) -> dict:
@@ -129,14 +142,14 @@ class Tracker:
     """The run's logs. Every method is a no-op off the main process, so callers need no rank checks."""
 
     def __init__(self, out_dir: Path, accelerator, *, tensorboard: bool = True, figures: bool = True,
-                 histograms: bool = True, samples_per_family: int = 8, resume_step: int | None = None,
-                 log=print):
+                 histograms: bool = True, samples_per_family: int = 8, fit: bool = False,
+                 resume_step: int | None = None, log=print):
         self.main = accelerator.is_main_process
         self.out_dir, self.figures, self.histograms = Path(out_dir), figures, histograms
         self.samples_per_family, self.log = samples_per_family, log
         self.census_log = JsonLines(self.out_dir / "census.jsonl")
         self.metrics_log = JsonLines(self.out_dir / "metrics.jsonl", key=("epoch",))
-        self.census = Census(log) if self.main else None
+        self.census = Census(log, fit=fit) if self.main else None
         self.writer = None
         if not self.main:
             return
@@ -198,6 +211,9 @@ class Tracker:
             return
         self.scalars({f"{prefix}/layer_{i}/clustered": layer["clustered"] for i, layer in enumerate(r["layers"])},
                      step)
+        for k, families in r.get("fit", {}).items():
+            self.scalars({f"fit/k{k}/{family}/{stat}": value for family, values in families.items()
+                          for stat, value in values.items() if stat != "count" and value is not None}, step)
         if self.histograms:
             for i, (_, _, kernels, _) in enumerate(result.layers):
                 self.writer.add_histogram(f"depthwise/layer_{i}", kernels, step)

@@ -99,7 +99,7 @@ def fit(cfg: Config, resume: str | None = None, recipe: str | None = None) -> di
         f"{'no checkpoint to resume; ' if resume else ''}starting {cfg.model.name} ({cfg.init.name} init) in {out}")
     say(data.description)
     t = cfg.tracking
-    tracker = Tracker(out, accelerator, figures=t.figures, histograms=t.histograms,
+    tracker = Tracker(out, accelerator, figures=t.figures, histograms=t.histograms, fit=t.fit,
                       samples_per_family=t.samples_per_family, resume_step=state.step if resumed else None, log=say)
     if not resumed:
         tracker.text("config", to_yaml(cfg))
