@@ -99,10 +99,16 @@ def render_assignment(families: list[str], size: int, generator: torch.Generator
     """
     out = torch.empty(len(families), size, size)
     drawn = {}
-    for family in FAMILIES:
-        index = [i for i, name in enumerate(families) if name == family]
-        if index:
+    # One integer code per kernel, then a vectorised mask per family: a Python scan per family costs more than
+    # the rendering itself for the 70,000 kernels of EfficientNet-B7.
+    codes = torch.tensor([_FAMILY_CODE[name] for name in families], dtype=torch.int64)
+    for code, family in enumerate(FAMILIES):
+        index = (codes == code).nonzero().squeeze(1)
+        if len(index):
             params = sample_params(family, len(index), generator=generator)
             out[index] = render(family, size, params)
-            drawn[family] = (index, params)
+            drawn[family] = (index.tolist(), params)
     return (out, drawn) if return_params else out
+
+
+_FAMILY_CODE = {family: code for code, family in enumerate(FAMILIES)}
