@@ -88,6 +88,9 @@ bench: install
 	$(PY) benchmarks/classifier.py --quick
 	$(PY) benchmarks/dogconv.py --quick
 	$(PY) benchmarks/fit.py --quick
+	$(PY) benchmarks/trainer.py --quick
+	$(PY) benchmarks/tracking.py --quick
+	$(PY) benchmarks/data.py --quick
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache

@@ -424,7 +424,8 @@ def _timm_model(name: str, checkpoint) -> nn.Module:
                 f"extract_depthwise('timm:{name}', checkpoint=FILE) (CLI: --checkpoint FILE), or the file "
                 "itself as the source") from err
     state = _read_state_dict(Path(checkpoint))
-    model = timm.create_model(name, pretrained=False, **_recorded_kwargs(Path(checkpoint), name))
+    from .models import create_model
+    model = create_model(name, pretrained=False, **_recorded_kwargs(Path(checkpoint), name))
     own = model.state_dict()
     eligible, _ = find_depthwise(model)
     bad = [f"{n}.weight" + ("" if f"{n}.weight" not in state else f" {tuple(state[f'{n}.weight'].shape)} != "

@@ -9,12 +9,21 @@ patch_size=2)``; ``dim`` and ``depth`` may be overridden too). Importing this mo
 from __future__ import annotations
 
 import timm
+from torch import nn
 from timm.models import generate_default_cfgs, register_model
 from timm.models.convmixer import ConvMixer, _cfg, _create_convmixer
 
-__all__ = ["EXTRA_MODELS"]
+__all__ = ["EXTRA_MODELS", "create_model"]
 
 EXTRA_MODELS = {"convmixer_256_8": {"dim": 256, "depth": 8}, "convmixer_128_6": {"dim": 128, "depth": 6}}
+# timm's own ConvMixer entry points fix these (``dict(dim=768, ..., **kwargs)``), so a kwarg such as the paper's
+# patch_size=14 for ConvMixer-768/32 raises a TypeError there; ``create_model`` builds them with the same defaults,
+# overridable, through timm's ``_create_convmixer`` (pretrained weights and configs included).
+TIMM_CONVMIXERS = {
+    "convmixer_768_32": {"dim": 768, "depth": 32, "kernel_size": 7, "patch_size": 7, "act_layer": nn.ReLU},
+    "convmixer_1024_20_ks9_p14": {"dim": 1024, "depth": 20, "kernel_size": 9, "patch_size": 14},
+    "convmixer_1536_20": {"dim": 1536, "depth": 20, "kernel_size": 9, "patch_size": 7},
+}
 
 # CIFAR-sized inputs; no published weights (timm then answers pretrained=True with a clear error).
 default_cfgs = generate_default_cfgs({name: _cfg(input_size=(3, 32, 32), crop_pct=1.0) for name in EXTRA_MODELS})
@@ -35,3 +44,13 @@ if not timm.is_model("convmixer_256_8"):   # a module reload must not register t
     def convmixer_128_6(pretrained: bool = False, **kwargs) -> ConvMixer:
         """ConvMixer-128/6: a small CIFAR-scale ConvMixer for CPU budgets (kernel 9 patch 7 unless set)."""
         return _convmixer("convmixer_128_6", pretrained, **kwargs)
+
+
+def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
+    """``timm.create_model``, except that timm's ConvMixers take overrides of their fixed arguments too
+    (``create_model("convmixer_768_32", patch_size=14)``, as in the paper's Appendix F)."""
+    base, _, tag = name.partition(".")
+    if base in TIMM_CONVMIXERS and set(kwargs) & set(TIMM_CONVMIXERS[base]):
+        args = {**TIMM_CONVMIXERS[base], **kwargs}
+        return _create_convmixer(base, pretrained, **({"pretrained_cfg": tag} if tag else {}), **args)
+    return timm.create_model(name, pretrained=pretrained, **kwargs)

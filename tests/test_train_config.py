@@ -33,6 +33,11 @@ def test_every_recipe_loads_validates_and_opens_with_a_comment(recipe):
     cfg = validate(load_recipe(recipe))
     assert recipe.read_text().startswith("#"), "each recipe opens with what it reproduces, hardware, command"
     check_model_name(cfg.model.name)
+    import torch
+
+    from analysis.models import create_model
+    with torch.device("meta"):   # the architecture and its kwargs, without allocating the weights
+        create_model(cfg.model.name, num_classes=10, **cfg.model.kwargs)
 
 
 def test_overrides_are_typed():

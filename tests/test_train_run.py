@@ -44,7 +44,7 @@ def test_run_writes_census_metrics_weights_and_tensorboard(tiny_run):
     assert {"clusters/clustered", "clusters/on_centre", "clusters/layer_1/clustered", "eval/top1",
             "train/loss", "train/lr", "train/images_per_s"} <= set(scalars)
     assert [e.step for e in events.Scalars("clusters/clustered")] == [0, 10, 20]
-    assert {"clusters/layers", "clusters/samples_k7"} <= set(events.Tags()["images"])
+    assert {"clusters/layers", "clusters/samples_k7/on_centre"} <= set(events.Tags()["images"])
     assert "depthwise/layer_0" in events.Tags()["histograms"]
 
 

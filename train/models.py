@@ -12,7 +12,7 @@ import timm
 import torch
 from torch import nn
 
-import analysis.models  # noqa: F401  (registers the CIFAR ConvMixers with timm)
+from analysis.models import create_model   # timm's, with the CIFAR ConvMixers and ConvMixer overrides
 from dog_init import InitReport, dog_init_, get_init, list_inits
 
 from .config import Config, ConfigError
@@ -55,8 +55,8 @@ def build_model(cfg: Config, num_classes: int) -> tuple[nn.Module, InitReport | 
     _check_init(cfg)
     torch.manual_seed(cfg.train.seed)
     try:
-        model = timm.create_model(cfg.model.name, pretrained=cfg.model.pretrained, num_classes=num_classes,
-                                  **cfg.model.kwargs)
+        model = create_model(cfg.model.name, pretrained=cfg.model.pretrained, num_classes=num_classes,
+                             **cfg.model.kwargs)
     except TypeError as err:   # an unknown or duplicated keyword argument
         raise ConfigError(f"model.kwargs {cfg.model.kwargs} do not fit timm model {cfg.model.name!r}: {err}") from None
     if cfg.model.checkpoint:

@@ -221,7 +221,7 @@ class Tracker:
             self._figures(result, step, prefix)
 
     def _figures(self, result: CensusResult, step: int, prefix: str) -> None:
-        from analysis.figures import layer_proportions_figure, samples_figure
+        from analysis.figures import kernel_mosaic, layer_proportions_figure
         labels = np.concatenate([lab for *_, lab in result.layers])
         index = np.concatenate([np.full(len(lab), i) for i, (*_, lab) in enumerate(result.layers)])
         names = [name for name, *_ in result.layers]
@@ -229,13 +229,17 @@ class Tracker:
         self.writer.add_figure(f"{prefix}/layers", layer_proportions_figure(
             np.where(degenerate, "unclustered", labels), index, names, degenerate_mask=degenerate,
             title=f"cluster shares per depthwise layer, step {step}"), step)
+        # Sample kernels per cluster as plain images (one per cluster, named by its tag): a matplotlib grid of
+        # axes costs more than the rest of the census together.
+        rng = np.random.default_rng(0)
         for k in sorted({k for _, k, _, _ in result.layers}):
             kernels = np.concatenate([ker for _, size, ker, _ in result.layers if size == k])
             lab = np.concatenate([lab for _, size, _, lab in result.layers if size == k])
-            if (lab != "degenerate").any():
-                self.writer.add_figure(f"{prefix}/samples_k{k}", samples_figure(
-                    kernels, lab, per_cluster=self.samples_per_family, seed=0,
-                    title=f"{k}x{k} kernels per cluster, step {step}"), step)
+            for name in dict.fromkeys(lab.tolist()):
+                rows = np.flatnonzero(lab == name)
+                pick = np.sort(rng.choice(rows, min(self.samples_per_family, len(rows)), replace=False))
+                self.writer.add_image(f"{prefix}/samples_k{k}/{name}", kernel_mosaic(kernels[pick]), step,
+                                      dataformats="HWC")
 
     # ---------------------------------------------------------------------------------------------- epochs
     def epoch_metrics(self, record: dict) -> None:

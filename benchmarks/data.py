@@ -1,0 +1,124 @@
+"""Images per second of the FFCV loader against torchvision's ImageFolder + DataLoader, on the CIFAR-10 JPEGs.
+
+Both do the same work per image: decode, random-resized crop to 32 px (scale 0.08-1), horizontal flip, normalise,
+batch of 256 as a float tensor (NCHW), with the same number of worker processes / threads (``--workers``). The
+torchvision side is the trainer's own path (``train.data``: CheckedImageFolder, timm's ``create_transform``,
+``collate_skipping``); the FFCV side reads a ``.beton`` written by ``train.write_ffcv`` (not timed, kept in
+``--cache``). Each loader runs one warm-up pass (FFCV compiles its pipeline then), and the second pass is timed.
+Target: FFCV >= 2x. Skipped, with the reason, where the ffcv extra is absent.
+
+    python benchmarks/data.py --quick      # 5,000 training images (500 per class)
+    python benchmarks/data.py              # all 50,000
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import shutil
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ZIP = ROOT.parent / "shared" / "data" / "cifar10-jpeg.zip"
+TARGET, BATCH, SIZE = 2.0, 256, 32
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def image_folder(cache: Path, per_class: int | None) -> Path:
+    """``cache/images_<n>/train/<class>/*.jpg``: the first ``per_class`` JPEGs of every class from the zip."""
+    folder = cache / f"images_{per_class or 'all'}" / "train"
+    if folder.is_dir():
+        return folder
+    tmp = folder.parent.with_name(folder.parent.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with zipfile.ZipFile(ZIP) as z:
+        members = sorted(m for m in z.namelist() if m.startswith("cifar10/train/") and m.endswith(".jpg"))
+        taken: dict[str, int] = {}
+        for m in members:
+            cls = m.split("/")[2]
+            if per_class is None or taken.get(cls, 0) < per_class:
+                taken[cls] = taken.get(cls, 0) + 1
+                dest = tmp / "train" / cls / m.rsplit("/", 1)[1]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(z.read(m))
+    tmp.rename(folder.parent)
+    return folder
+
+
+def torchvision_pass(folder: Path, workers: int) -> tuple[int, float]:
+    from timm.data import create_transform
+    from torch.utils.data import DataLoader
+
+    from train.data import CheckedImageFolder, collate_skipping
+    tf = create_transform(SIZE, is_training=True, scale=(0.08, 1.0), hflip=0.5, color_jitter=None, mean=MEAN,
+                          std=STD)
+    loader = DataLoader(CheckedImageFolder(folder, tf), batch_size=BATCH, shuffle=True, drop_last=True,
+                        num_workers=workers, collate_fn=collate_skipping)
+    return _timed(loader)
+
+
+def ffcv_pass(folder: Path, cache: Path, workers: int) -> tuple[int, float]:
+    from ffcv.fields.decoders import IntDecoder, RandomResizedCropRGBImageDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, Squeeze, ToTensor, ToTorchImage
+
+    from train.write_ffcv import write_beton
+    beton = cache / f"{folder.parent.name}.beton"
+    if not beton.is_file():
+        write_beton(folder, beton, max_res=SIZE, write_mode="jpg", workers=workers)
+    pipeline = [RandomResizedCropRGBImageDecoder((SIZE, SIZE), scale=(0.08, 1.0)), RandomHorizontalFlip(),
+                NormalizeImage(np.array(MEAN) * 255, np.array(STD) * 255, np.float32), ToTensor(), ToTorchImage()]
+    loader = Loader(str(beton), batch_size=BATCH, num_workers=workers, order=OrderOption.RANDOM, seed=0,
+                    drop_last=True, pipelines={"image": pipeline, "label": [IntDecoder(), ToTensor(), Squeeze()]})
+    return _timed(loader)
+
+
+def _timed(loader) -> tuple[int, float]:
+    for _ in loader:   # warm-up pass: worker start-up, FFCV's pipeline compilation
+        pass
+    images, start = 0, time.perf_counter()
+    for batch in loader:
+        images += len(batch[0])
+        assert batch[0].dtype == torch.float32 and batch[0].shape[1:] == (3, SIZE, SIZE)
+    return images, time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=2, help="loader workers (both sides)")
+    parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench_data", help="extracted images, betons")
+    parser.add_argument("--quick", action="store_true", help="5,000 images instead of 50,000")
+    args = parser.parse_args(argv)
+    if importlib.util.find_spec("ffcv") is None:
+        print("skipped: the ffcv extra is not installed (pip install -e '.[ffcv]', after pkg-config, "
+              "libopencv-dev and libturbojpeg0-dev)")
+        return 0
+    if not ZIP.is_file():
+        print(f"skipped: {ZIP} not found (the CIFAR-10 JPEGs of ../shared/data)")
+        return 0
+    torch.set_num_threads(1)   # the loaders' own workers do the work; the timing loop only iterates
+    folder = image_folder(args.cache, 500 if args.quick else None)
+    n_tv, s_tv = torchvision_pass(folder, args.workers)
+    n_ff, s_ff = ffcv_pass(folder, args.cache, args.workers)
+    tv, ff = n_tv / s_tv, n_ff / s_ff
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpu cores, load average {load:.1f}; {args.workers} "
+          f"workers, batch {BATCH}, {SIZE} px random-resized crop + flip + normalise")
+    print(f"torchvision ImageFolder + DataLoader: {n_tv} images in {s_tv:.2f} s = {tv:.0f} images/s")
+    print(f"FFCV Loader:                          {n_ff} images in {s_ff:.2f} s = {ff:.0f} images/s")
+    print(f"ratio FFCV / torchvision: {ff / tv:.2f} -> " + ("meets" if ff / tv >= TARGET else "MISSES")
+          + f" the target >= {TARGET:g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
