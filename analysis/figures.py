@@ -30,7 +30,7 @@ from dog_init.preview import atomic_path, save_kernel_grid  # noqa: E402
 from .labels import LABELS, OTHER, UNCLUSTERED  # noqa: E402
 from .preprocess import check_kernels, degenerate, to_basis  # noqa: E402
 
-__all__ = ["PALETTE", "DEGENERATE", "colour", "pretty", "plot_spectrum", "plot_centroids", "plot_pca",
+__all__ = ["PALETTE", "DEGENERATE", "colour", "pretty", "save_figure", "plot_spectrum", "plot_centroids", "plot_pca",
            "plot_samples", "samples_figure", "kernel_mosaic", "plot_layer_proportions", "layer_proportions_figure",
            "plot_activation"]
 
@@ -76,10 +76,11 @@ def _tiny_fine(fine: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-def _save(fig, path) -> Path:
+def save_figure(fig, path, *, dpi: int = _DPI, tight: bool = True) -> Path:
+    """Write ``fig`` as a PNG at ``path`` atomically (never a truncated file) and close it."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=_DPI, format="png", bbox_inches="tight")
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight" if tight else None)
     plt.close(fig)
     return path
 
@@ -168,7 +169,7 @@ def plot_spectrum(classifier, path, *, n: int = 500, n_show: int = 48, ncols: in
     k = classifier.size
     fig.suptitle(title or f"{k}x{k} reconstruction spectrum: decoded kernels along the code axis (frame = interval)",
                  fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_centroids(classifier, path, *, title: str | None = None) -> Path:
@@ -224,14 +225,14 @@ def plot_pca(kernels, labels, path, *, max_points: int = 5000, seed: int = 0, ti
     shown = f"{len(arr)} of {n_all}" if len(arr) < n_all else f"all {n_all}"
     fig.suptitle(title or f"PCA of centred, unit-norm kernels ({shown} non-degenerate kernels)", fontsize=10)
     fig.subplots_adjust(left=0.0, right=0.78, top=1.0, bottom=0.0)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------------- Fig. 5
 def plot_samples(kernels, labels, path, *, fine_labels=None, per_cluster: int = 8, seed: int = 0,
                  title: str | None = None) -> Path:
     """Fig. 5: one row per cluster present, ``per_cluster`` random (seeded) kernels each, titled with subtype."""
-    return _save(samples_figure(kernels, labels, fine_labels=fine_labels, per_cluster=per_cluster, seed=seed,
+    return save_figure(samples_figure(kernels, labels, fine_labels=fine_labels, per_cluster=per_cluster, seed=seed,
                                 title=title), path)
 
 
@@ -297,7 +298,7 @@ def plot_layer_proportions(labels, layer_index, layer_names, path, *, degenerate
     """Fig. 7 / 11: per layer (source order on x), the share of its kernels in each cluster, stacked.
 
     Degenerate kernels (``degenerate_mask``) get their own dark segment rather than hiding in "unclustered"."""
-    return _save(layer_proportions_figure(labels, layer_index, layer_names, degenerate_mask=degenerate_mask,
+    return save_figure(layer_proportions_figure(labels, layer_index, layer_names, degenerate_mask=degenerate_mask,
                                           title=title), path)
 
 
@@ -385,4 +386,4 @@ def plot_activation(kernels, labels, path, *, max_fliers: int = 300, seed: int =
     ax.set_ylabel("total activation (sum of raw kernel weights)")
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title or f"Total activation per cluster ({len(arr)} non-degenerate kernels)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -7,7 +7,7 @@
 * ``plot_residual_by_cluster`` - box plots of the fit residual ``||w_c - g t_c|| / ||w_c||`` per autoencoder label.
 * ``plot_confusion``       - fitted family against the autoencoder's label, on clustered kernels and on all.
 
-Colours are those of ``figures.PALETTE``; files are written atomically (``dog_init.preview.atomic_path``).
+Colours are those of ``figures.PALETTE``; files are written atomically (``figures.save_figure``).
 """
 from __future__ import annotations
 
@@ -21,23 +21,13 @@ import numpy as np  # noqa: E402
 from matplotlib.cbook import boxplot_stats  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from dog_init.preview import atomic_path  # noqa: E402
 
-from .figures import colour, pretty  # noqa: E402
+from .figures import colour, pretty, save_figure  # noqa: E402
 from .labels import LABELS, OTHER, UNCLUSTERED  # noqa: E402
 
 __all__ = ["plot_sigma_by_layer", "plot_orientations", "plot_residual_by_cluster", "plot_confusion", "AXIS_BAND"]
 
 AXIS_BAND = 10.0   # degrees either side of an axis counted as "on the axis" (uniform angles: 4 * 20 / 360 = 22 %)
-_DPI = 120
-
-
-def _save(fig, path) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=_DPI, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def _empty_note(ax, text: str) -> None:
@@ -84,7 +74,7 @@ def plot_sigma_by_layer(sigma, layer_index, layer_names, on_centre, path, *, tit
     ax.set_xticklabels([f"{_short(layer_names[i])} ({c})" for i, c in zip(used, counts)][::step], rotation=90,
                        fontsize=6.5 if len(used) > 20 else 7.5)
     ax.set_title(title or "Fitted centre sigma per layer (grey: share of the layer's centre kernels)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_orientations(theta, path, *, title: str | None = None) -> Path:
@@ -106,7 +96,7 @@ def plot_orientations(theta, path, *, title: str | None = None) -> Path:
             f"(uniform angles: {100 * 4 * 2 * AXIS_BAND / 360:.0f} %)") if len(theta) else "no first derivatives"
     fig.text(0.5, 0.02, note, ha="center", fontsize=8.5)
     fig.suptitle(title or "Fitted orientation of first derivatives", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_residual_by_cluster(residual, labels, path, *, threshold_residual: float | None = None,
@@ -140,7 +130,7 @@ def plot_residual_by_cluster(residual, labels, path, *, threshold_residual: floa
     ax.set_ylabel("fit residual ||w - fit|| / ||w|| (centred)")
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title or "Residual of the best closed form, per autoencoder cluster", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(fitted, clustered_labels, nearest_labels, clustered, path, *, title: str | None = None) -> Path:
@@ -176,7 +166,7 @@ def plot_confusion(fitted, clustered_labels, nearest_labels, clustered, path, *,
         ax.set_title(f"{what}\nagreement {100 * agree:.1f} % of {len(f)}", fontsize=9)
     fig.suptitle(title or "Fitted family vs autoencoder label", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _short(name: str, width: int = 28) -> str:

@@ -31,7 +31,7 @@ from dog_init import find_depthwise
 
 from .preprocess import check_dtype, degenerate
 
-__all__ = ["KernelGroup", "KernelSet", "extract_depthwise", "load_kernel_files", "ALLOWED_EXTENSIONS"]
+__all__ = ["KernelGroup", "KernelSet", "extract_depthwise", "load_kernel_files", "read_state_dict", "ALLOWED_EXTENSIONS"]
 
 ARRAY_EXTENSIONS = (".npy", ".npz")
 WEIGHT_EXTENSIONS = (".pt", ".pth", ".bin", ".safetensors")
@@ -330,7 +330,7 @@ def _module_layers(model: nn.Module) -> _Layers:
 
 def _file_state_layers(path: Path) -> _Layers:
     layers = []
-    for key, t in _read_state_dict(path).items():
+    for key, t in read_state_dict(path).items():
         if not (isinstance(t, torch.Tensor) and (key.endswith(".weight") or key == "weight") and t.ndim == 4):
             continue
         c, cin, kh, kw = t.shape
@@ -340,7 +340,7 @@ def _file_state_layers(path: Path) -> _Layers:
     return layers
 
 
-def _read_state_dict(path: Path) -> dict:
+def read_state_dict(path: Path) -> dict:
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
@@ -407,7 +407,7 @@ def _recorded_kwargs(path: Path, name: str) -> dict:
             meta = fh.metadata() or {}
         if meta.get("format") == "dog-init-train" and meta.get("timm_model") == name.partition(".")[0]:
             return dict(json.loads(meta.get("model_kwargs", "{}")))
-    except (OSError, ValueError, TypeError):   # unreadable headers are reported by _read_state_dict's load
+    except (OSError, ValueError, TypeError):   # unreadable headers are reported by read_state_dict's load
         pass
     return {}
 
@@ -423,7 +423,7 @@ def _timm_model(name: str, checkpoint) -> nn.Module:
                 f"{str(err)[:300]}); offline or no published weights? pass a weights file: "
                 f"extract_depthwise('timm:{name}', checkpoint=FILE) (CLI: --checkpoint FILE), or the file "
                 "itself as the source") from err
-    state = _read_state_dict(Path(checkpoint))
+    state = read_state_dict(Path(checkpoint))
     from .models import create_model
     model = create_model(name, pretrained=False, **_recorded_kwargs(Path(checkpoint), name))
     own = model.state_dict()

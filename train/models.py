@@ -84,8 +84,8 @@ def _initialise(model: nn.Module, cfg: Config) -> InitReport | None:
 
 
 def _load_weights(model: nn.Module, path: str) -> None:
-    from analysis.kernels import _read_state_dict   # the one reader of checkpoint files (wrappers, prefixes)
-    state = _read_state_dict(Path(path))
+    from analysis.kernels import read_state_dict   # the one checkpoint reader (wrapper keys, DDP prefixes)
+    state = read_state_dict(Path(path))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or len(missing) == len(model.state_dict()):
         raise ConfigError(f"model.checkpoint {path!r} does not fit {type(model).__name__}: {len(missing)} missing "

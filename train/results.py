@@ -114,7 +114,7 @@ def _plot_accuracy(summary: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from dog_init.preview import atomic_path
+    from analysis.figures import save_figure
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for label, s in summary.items():
         x = np.arange(1, s["epochs"] + 1)
@@ -127,17 +127,14 @@ def _plot_accuracy(summary: dict, path: Path) -> None:
     ax.legend(frameon=False)
     ax.set_title("Top-1 per epoch, mean ± std over seeds", fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=130, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=130, tight=False)
 
 
 def _plot_layers(summary: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from analysis.figures import PALETTE, pretty
-    from dog_init.preview import atomic_path
+    from analysis.figures import PALETTE, pretty, save_figure
     fig, axes = plt.subplots(1, len(summary), figsize=(3.6 * len(summary) + 1.6, 3.6), sharey=True, squeeze=False)
     for ax, (label, s) in zip(axes[0], summary.items()):
         x = np.arange(len(s["layers"]))
@@ -156,9 +153,7 @@ def _plot_layers(summary: dict, path: Path) -> None:
     fig.legend(loc="center right", fontsize=8, frameon=False)
     fig.suptitle("Cluster shares per layer at the end (mean over seeds)", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1 - 1.5 / fig.get_figwidth(), 1))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=130, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=130, tight=False)
 
 
 def write_results(groups: dict[str, list[Path]], out: Path) -> dict:

@@ -82,8 +82,7 @@ def plot_timeline(groups: dict[str, list[Path]], out: Path, *, ema: bool = False
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from analysis.figures import PALETTE, pretty
-    from dog_init.preview import atomic_path
+    from analysis.figures import PALETTE, pretty, save_figure
 
     data = {label: _group_series(runs, ema) for label, runs in groups.items()}   # errors before drawing
     fig, axes = plt.subplots(1, len(data), figsize=(4.2 * len(data) + 1.6, 3.9), sharey=True, squeeze=False)
@@ -111,10 +110,7 @@ def plot_timeline(groups: dict[str, list[Path]], out: Path, *, ema: bool = False
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     fig.suptitle(title or "Kernel clusters during training" + (" (EMA weights)" if ema else ""), fontsize=11)
     fig.tight_layout(rect=(0, 0, 1 - 1.5 / fig.get_figwidth(), 1))
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=130, format="png")
-    plt.close(fig)
-    return Path(out)
+    return save_figure(fig, out, dpi=130, tight=False)
 
 
 def main(argv=None) -> int:
