@@ -166,3 +166,13 @@ def test_census_with_the_dog_fit(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     tags = EventAccumulator(str(out / "tensorboard")).Reload().Tags()["scalars"]
     assert {"fit/k7/on_centre/sigma_median", "fit/k7/on_centre/residual_median"} <= set(tags)
+
+
+def test_start_from_a_checkpoint(tiny_run, tmp_path):
+    out = tmp_path / "run"
+    run_train("--config", TINY, "--output-dir", out, "--init.name", "default", "--epochs", "1",
+              "--model.checkpoint", tiny_run / "model.safetensors")
+    assert census(out)[0]["families"] == census(tiny_run)[-1]["families"]   # epoch 0 = the loaded weights
+    bad = run_train("--config", TINY, "--output-dir", tmp_path / "bad", "--model.name", "convnext_atto",
+                    "--model.kwargs", "{}", "--model.checkpoint", tiny_run / "model.safetensors", check=False)
+    assert bad.returncode == 2 and "does not fit" in bad.stderr and not (tmp_path / "bad").exists()

@@ -3,7 +3,7 @@
 Layout: ``OUTPUT/checkpoints/epoch_N/`` holds what Accelerate saves (model, optimiser, RNG states of every process,
 the registered scheduler / counters / EMA) plus ``complete.json``, a manifest of every file's size and CRC32 written
 last. A checkpoint is written into ``.epoch_N.partial`` and renamed when complete, with SIGINT / SIGTERM held back
-meanwhile (Ctrl-C finishes the write, then stops), so a visible ``epoch_N`` is always whole. On ``--resume auto``,
+meanwhile (Ctrl-C finishes the write, then stops: ``train.signals``), so a visible ``epoch_N`` is always whole. On ``--resume auto``,
 checkpoints are tried newest first; one whose manifest is missing or does not match its files, or that fails to
 load, is skipped with a warning naming it.
 """
@@ -13,16 +13,15 @@ import json
 import os
 import re
 import shutil
-import signal
-import threading
 import warnings
 import zlib
-from contextlib import contextmanager
 from pathlib import Path
 
 from torch import nn
 
 from dog_init.preview import atomic_path
+
+from .signals import STOP
 
 __all__ = ["CheckpointManager", "CheckpointError", "held_signals", "save_weights", "read_weights_metadata", "MANIFEST"]
 
@@ -34,28 +33,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names it."""
 
 
-@contextmanager
 def held_signals():
-    """Hold SIGINT and SIGTERM until the block ends, then act on them as before (Ctrl-C raises
-    KeyboardInterrupt). Python runs signal handlers in the main thread whichever thread the signal hits, so a
-    recording handler defers them for the whole process; outside the main thread this is a no-op."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {sig: signal.signal(sig, lambda number, frame: received.append(number))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if received:
-            handler = previous[received[0]]
-            if callable(handler):
-                handler(received[0], None)       # e.g. default_int_handler: KeyboardInterrupt
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(received[0])
+    """A block Ctrl-C / SIGTERM must not interrupt (``train.signals.STOP.held``)."""
+    return STOP.held()
 
 
 def _crc32(path: Path) -> int:

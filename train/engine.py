@@ -15,6 +15,8 @@ import torch
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from tqdm.auto import tqdm
 
+from .signals import STOP
+
 __all__ = ["TrainState", "build_loss", "train_one_epoch", "evaluate"]
 
 
@@ -58,6 +60,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, s
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
                disable=not accelerator.is_main_process)
     for x, y, n_bad in bar:
+        STOP.check()   # a Ctrl-C that Python dropped inside a __del__ still ends the run here
         batch = len(x)
         if mixup is not None:
             x, y = mixup(x, y)

@@ -84,9 +84,21 @@ def _initialise(model: nn.Module, cfg: Config) -> InitReport | None:
 
 
 def _load_weights(model: nn.Module, path: str) -> None:
+    """Load a state dict into ``model``: every tensor must fit, except the classifier head when the number of
+    classes differs (then the head keeps its fresh initialisation, as in fine-tuning)."""
     from analysis.kernels import read_state_dict   # the one checkpoint reader (wrapper keys, DDP prefixes)
-    state = read_state_dict(Path(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or len(missing) == len(model.state_dict()):
-        raise ConfigError(f"model.checkpoint {path!r} does not fit {type(model).__name__}: {len(missing)} missing "
-                          f"and {len(unexpected)} unexpected keys, e.g. {(missing + unexpected)[:3]}")
+    try:
+        state = read_state_dict(Path(path))
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(f"model.checkpoint: {err}") from None
+    own = model.state_dict()
+    head = str(getattr(model, "pretrained_cfg", {}).get("classifier", "head"))
+    wrong = [f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}" for k, v in state.items()
+             if k in own and v.shape != own[k].shape and not k.startswith(head + ".")]
+    unexpected = [k for k in state if k not in own]
+    missing = [k for k in own if k not in state]
+    if wrong or unexpected or missing:
+        raise ConfigError(f"model.checkpoint {path!r} does not fit {type(model).__name__} (model.name / kwargs?): "
+                          f"{len(wrong)} mis-shaped, {len(unexpected)} unexpected and {len(missing)} missing "
+                          f"tensors, e.g. {(wrong + unexpected + missing)[:3]}")
+    model.load_state_dict({k: v for k, v in state.items() if v.shape == own[k].shape}, strict=False)

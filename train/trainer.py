@@ -28,6 +28,7 @@ from .data import build_data, build_mixup
 from .engine import TrainState, build_loss, evaluate, train_one_epoch
 from .models import build_model
 from .optim import build_optimizer, build_scheduler
+from .signals import STOP
 from .tracking import Tracker
 
 __all__ = ["fit", "make_accelerator", "output_dir"]
@@ -60,7 +61,16 @@ def _check_output(out: Path, resume: str | None) -> None:
 
 
 def fit(cfg: Config, resume: str | None = None, recipe: str | None = None) -> dict:
-    """Train as ``cfg`` says; returns the last epoch's metrics. Raises ConfigError before writing anything."""
+    """Train as ``cfg`` says; returns the last epoch's metrics. Raises ConfigError before writing anything, and
+    KeyboardInterrupt on Ctrl-C / SIGTERM (after finishing a checkpoint being written)."""
+    STOP.install()
+    try:
+        return _fit(cfg, resume, recipe)
+    finally:
+        STOP.uninstall()
+
+
+def _fit(cfg: Config, resume: str | None, recipe: str | None) -> dict:
     validate(cfg)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
