@@ -31,11 +31,11 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    name: str = "convmixer_256_8"         # timm model name (train.models adds convmixer_256_8 / _128_6)
+    name: str = "convmixer_256_8"         # timm model name (analysis.models adds convmixer_256_8 / _128_6)
     kwargs: dict = field(default_factory=dict)  # extra timm.create_model arguments, e.g. {patch_size: 14}
     pretrained: bool = False              # timm's pretrained weights (needs the hub or its local cache)
     checkpoint: Optional[str] = None      # start from this weights file (.safetensors / .pth) instead
-    channels_last: bool = False           # NHWC memory format: faster convs on recent GPUs
+    channels_last: bool = False           # NHWC memory format: faster convs on GPUs and CPUs
 
 
 @dataclass
