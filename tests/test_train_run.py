@@ -1,5 +1,4 @@
 """End-to-end training runs: outputs, exact resume after SIGKILL, corrupt checkpoints, launchers, Ctrl-C."""
-import os
 import shutil
 import signal
 import subprocess

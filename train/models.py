@@ -86,7 +86,7 @@ def _initialise(model: nn.Module, cfg: Config) -> InitReport | None:
 def _load_weights(model: nn.Module, path: str) -> None:
     """Load a state dict into ``model``: every tensor must fit, except the classifier head when the number of
     classes differs (then the head keeps its fresh initialisation, as in fine-tuning)."""
-    from analysis.kernels import read_state_dict   # the one checkpoint reader (wrapper keys, DDP prefixes)
+    from analysis.sources import read_state_dict   # the one checkpoint reader (wrapper keys, DDP prefixes)
     try:
         state = read_state_dict(Path(path))
     except (ValueError, FileNotFoundError) as err:
