@@ -137,10 +137,15 @@ def test_unknown_model_gets_close_names():
         build_model(cfg, 10)
 
 
-def test_unknown_option_leaves_nothing_behind(tmp_path):
+@pytest.mark.parametrize("option, named", [
+    (("--optim.lrr", "1"), "unknown key 'optim.lrr'"),
+    (("--optim.name", "adamx"), "optim.name 'adamx' is not a timm optimiser"),
+    (("--schedule.name", "plateau"), "schedule.name must be one of cosine, tanh, step, multistep, poly, onecycle"),
+])
+def test_refusals_leave_nothing_behind(tmp_path, option, named):
     out = tmp_path / "run"
-    done = run_train("--config", TINY, "--output-dir", out, "--optim.lrr", "1", check=False)
-    assert done.returncode == 2 and "unknown key 'optim.lrr'" in done.stderr
+    done = run_train("--config", TINY, "--output-dir", out, *option, check=False)
+    assert done.returncode == 2 and named in done.stderr
     assert not out.exists()
 
 

@@ -105,7 +105,7 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = "cosine"                  # timm: cosine | tanh | step | multistep | poly | plateau; or onecycle
+    name: str = "cosine"                  # timm: cosine | tanh | step | multistep | poly; or onecycle
     warmup_epochs: float = 0.0            # linear warm-up from warmup_lr (timm schedules)
     warmup_lr: float = 1.0e-5
     min_lr: float = 0.0                   # floor of the decay

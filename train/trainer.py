@@ -82,14 +82,6 @@ def _fit(cfg: Config, resume: str | None, recipe: str | None) -> dict:
     model, init_report = build_model(cfg, data.num_classes)
     set_seed(cfg.train.seed, device_specific=True)   # augmentation / mixup streams differ per process
 
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        if resume is not None and (out / "config.yaml").is_file():
-            _warn_changes((out / "config.yaml").read_text(), to_yaml(cfg))
-        with atomic_path(out / "config.yaml") as tmp:
-            tmp.write_text(to_yaml(cfg))
-        if init_report is not None:
-            init_report.to_json(out / "init_report.json")
     optimizer = build_optimizer(cfg, model)
     model, optimizer = accelerator.prepare(model, optimizer)
     updates_per_epoch = max(len(data.train) // cfg.optim.accumulation, 1)
@@ -102,11 +94,21 @@ def _fit(cfg: Config, resume: str | None, recipe: str | None) -> dict:
     for obj in (scheduler, state) + ((ema,) if ema is not None else ()):
         accelerator.register_for_checkpointing(obj)
 
+    # Everything that can refuse a setting (data, model, optimiser, schedule) has been built: now write.
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        if resume is not None and (out / "config.yaml").is_file():
+            _warn_changes((out / "config.yaml").read_text(), to_yaml(cfg))
+        with atomic_path(out / "config.yaml") as tmp:
+            tmp.write_text(to_yaml(cfg))
+        if init_report is not None:
+            init_report.to_json(out / "init_report.json")
+
     checkpoints = CheckpointManager(out, accelerator, cfg.train.keep_last)
     checkpoints.clean_partial()
     resumed = checkpoints.load(resume) if resume is not None else None
     say(f"resumed from {resumed} (epoch {state.epoch}, step {state.step})" if resumed else
-        f"{'no checkpoint to resume; ' if resume else ''}starting {cfg.model.name} ({cfg.init.name} init) in {out}")
+        f"{'no checkpoint to resume; ' if resume else ''}starting {cfg.model.name} ({_init_label(cfg)}) in {out}")
     say(data.description)
     t = cfg.tracking
     tracker = Tracker(out, accelerator, figures=t.figures, histograms=t.histograms, fit=t.fit,
@@ -137,8 +139,8 @@ def _fit(cfg: Config, resume: str | None, recipe: str | None) -> dict:
                                 epochs=cfg.train.epochs, clip_grad=cfg.optim.clip_grad, clip_mode=cfg.optim.clip_mode,
                                 mixup=mixup, ema=ema, log_interval=cfg.train.log_interval, log=tracker.scalars,
                                 on_step=lambda step: census("step") if step in at_steps else None)
-        scheduler.step(epoch + 1)
         metrics = evaluate(model, data.val, accelerator, prepared=data.prepared)
+        scheduler.step(epoch + 1)   # per-epoch schedules (per-step ones moved with every update)
         if ema is not None:
             ema_metrics = evaluate(ema.module, data.val, accelerator, prepared=data.prepared, desc="eval EMA")
             metrics.update({f"ema_{k}": v for k, v in ema_metrics.items() if k in ("top1", "top5")})
@@ -154,6 +156,12 @@ def _fit(cfg: Config, resume: str | None, recipe: str | None) -> dict:
     _finish(cfg, accelerator, model, ema, out, state, say)
     tracker.close()
     return record
+
+
+def _init_label(cfg: Config) -> str:
+    if cfg.init.parameterise == "dog":
+        return "DoGConv2d layers" + (" with residual kernels" if cfg.init.residual else "")
+    return f"{cfg.init.name} init" + (f", profile {cfg.init.profile}" if cfg.init.profile else "")
 
 
 def _epoch_line(r: dict, epochs: int, census: dict | None) -> str:
