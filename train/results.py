@@ -1,8 +1,8 @@
 """``python -m train.results LABEL=DIR1,DIR2,... [LABEL2=...] --out FOLDER``: compare settings over seeds.
 
 For each setting (the runs of one recipe under different seeds) it reports top-1 as mean +- std over seeds at every
-epoch, the clustered share and family shares of the last census, the depthwise parameter count and the measured
-time, and writes into FOLDER: ``results.md`` (the tables, ready for the README), ``results.json``, ``timeline.png``
+epoch, the clustered share and family shares of the last census, the depthwise parameter count and the median
+wall time of a run, and writes into FOLDER: ``results.md`` (the tables, ready for the README), ``results.json``, ``timeline.png``
 (Appendix G: family shares against epoch, side by side), ``accuracy.png`` (top-1 against epoch, mean +- std),
 ``layers.png`` (per-layer cluster shares at the end, mean over seeds: the paper's Fig. 7) and ``runs/<run>/`` with
 each run's config.yaml, metrics.jsonl and census.jsonl, so the figures can be redrawn without the checkpoints.
@@ -72,7 +72,7 @@ def summarise(groups: dict[str, list[Path]]) -> dict:
             "families": {f: _mean_std([c["families"].get(f, 0.0) for c in finals]) for f in _FAMILIES},
             "final_epoch": finals[0]["epoch"],
             "layers": _layer_means(finals),
-            "hours": _mean_std([sum(x["epoch_seconds"] for x in m) / 3600 for m in metrics]),
+            "minutes": float(np.median([sum(x["epoch_seconds"] for x in m) / 60 for m in metrics])),
             "images_per_s": _mean_std([np.mean([x["images_per_s"] for x in m]) for m in metrics]),
             "depthwise_params": _depthwise_params(runs[0]),
         }
@@ -99,14 +99,14 @@ def markdown(summary: dict) -> str:
     for e in range(epochs):
         lines.append(f"| {e + 1} | " + " | ".join(_fmt(summary[label]["top1"][e]) for label in labels) + " |")
     lines += ["", "| setting | seeds | top-1 % (last epoch) | clustered % at init | clustered % (last epoch) | "
-              + " | ".join(f.replace("_", " ") for f in _FAMILIES) + " | depthwise params | hours / run |",
+              + " | ".join(f.replace("_", " ") for f in _FAMILIES) + " | depthwise params | minutes / run (median) |",
               "|---|---|---|---|---|" + "---|" * len(_FAMILIES) + "---|---|"]
     for label, s in summary.items():
         lines.append(f"| {label} | {', '.join(map(str, s['seeds']))} | {_fmt(s['top1'][-1])} | "
                      f"{_fmt(s['clustered_initial'], 100)} | {_fmt(s['clustered'], 100)} | "
                      + " | ".join(_fmt(s["families"][f], 100) for f in _FAMILIES)
                      + f" | {s['depthwise_params'] if s['depthwise_params'] is not None else 'n/a'} | "
-                     f"{_fmt(s['hours'], digits=2)} |")
+                     f"{s['minutes']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
