@@ -139,7 +139,28 @@ def test_step_censuses_and_dogconv_parameterisation(tmp_path):
     model = timm.create_model("convmixer_128_6", dim=32, depth=2, kernel_size=7, patch_size=2, num_classes=10)
     model.load_state_dict(weights(out))                           # baked: loads into the plain model
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    assert "dogconv/residual_norm" in EventAccumulator(str(out / "tensorboard")).Reload().Tags()["scalars"]
+    tags = EventAccumulator(str(out / "tensorboard")).Reload().Tags()["scalars"]
+    assert {"dogconv/residual_norm", "dogconv/family_agreement"} <= set(tags)
+    assert census(out)[0]["dogconv_agreement"] >= 0.9   # at the start the residual is zero: the families' kernels
+
+
+def test_census_checks_dogconv_channels_against_their_families():
+    import timm
+
+    import analysis.models  # noqa: F401  (registers convmixer_128_6)
+    from dog_init import convert_
+    from train.tracking import Census
+    model = timm.create_model("convmixer_128_6", dim=64, depth=2, kernel_size=7, patch_size=2, num_classes=10)
+    convert_(model, "paper", residual=True, seed=0)
+    census_ = Census(log=lambda *_: None)
+    assert census_.measure(model).record["dogconv_agreement"] >= 0.97
+    plain = timm.create_model("convmixer_128_6", dim=64, depth=2, kernel_size=7, patch_size=2, num_classes=10)
+    assert "dogconv_agreement" not in census_.measure(plain).record
+    with torch.no_grad():   # residuals far larger than the DoG kernels: the channels are no longer their families
+        for name, param in model.named_parameters():
+            if name.endswith("residual"):
+                param.copy_(torch.randn(param.shape, generator=torch.Generator().manual_seed(0)))
+    assert census_.measure(model).record["dogconv_agreement"] < 0.3
 
 
 def test_weights_feed_the_analysis_report(tiny_run, tmp_path):

@@ -1,11 +1,12 @@
 """``python -m train.results LABEL=DIR1,DIR2,... [LABEL2=...] --out FOLDER``: compare settings over seeds.
 
 For each setting (the runs of one recipe under different seeds) it reports top-1 as mean +- std over seeds at every
-epoch, the clustered share and family shares of the last census, the depthwise parameter count and the median
-wall time of a run, and writes into FOLDER: ``results.md`` (the tables, ready for the README), ``results.json``, ``timeline.png``
-(Appendix G: family shares against epoch, side by side), ``accuracy.png`` (top-1 against epoch, mean +- std),
-``layers.png`` (per-layer cluster shares at the end, mean over seeds: the paper's Fig. 7) and ``runs/<run>/`` with
-each run's config.yaml, metrics.jsonl and census.jsonl, so the figures can be redrawn without the checkpoints.
+epoch, the clustered share and family shares of the last census, the depthwise parameter count, for DoGConv2d runs
+the share of channels the classifier names as the family they are built of, and the median wall time of a run, and
+writes into FOLDER: ``results.md`` (the tables, ready for the README), ``results.json``, ``timeline.png`` (Appendix
+G: family shares against epoch, side by side), ``accuracy.png`` (top-1 against epoch, mean +- std), ``layers.png``
+(per-layer cluster shares at the end, mean over seeds: the paper's Fig. 7) and ``runs/<run>/`` with each run's
+config.yaml, metrics.jsonl and census.jsonl, so the figures can be redrawn without the checkpoints.
 """
 from __future__ import annotations
 
@@ -75,6 +76,9 @@ def summarise(groups: dict[str, list[Path]]) -> dict:
             "minutes": float(np.median([sum(x["epoch_seconds"] for x in m) / 60 for m in metrics])),
             "images_per_s": _mean_std([np.mean([x["images_per_s"] for x in m]) for m in metrics]),
             "depthwise_params": _depthwise_params(runs[0]),
+            # DoGConv2d runs: the share of channels the classifier names as the family they are built of
+            "dogconv_agreement": (_mean_std([c["dogconv_agreement"] for c in finals])
+                                  if all("dogconv_agreement" in c for c in finals) else None),
         }
     return out
 
@@ -99,13 +103,14 @@ def markdown(summary: dict) -> str:
     for e in range(epochs):
         lines.append(f"| {e + 1} | " + " | ".join(_fmt(summary[label]["top1"][e]) for label in labels) + " |")
     lines += ["", "| setting | seeds | top-1 % (last epoch) | clustered % at init | clustered % (last epoch) | "
-              + " | ".join(f.replace("_", " ") for f in _FAMILIES) + " | depthwise params | minutes / run (median) |",
-              "|---|---|---|---|---|" + "---|" * len(_FAMILIES) + "---|---|"]
+              + " | ".join(f.replace("_", " ") for f in _FAMILIES) + " | depthwise params | classifier names the DoGConv2d family % | minutes / run (median) |",
+              "|---|---|---|---|---|" + "---|" * len(_FAMILIES) + "---|---|---|"]
     for label, s in summary.items():
         lines.append(f"| {label} | {', '.join(map(str, s['seeds']))} | {_fmt(s['top1'][-1])} | "
                      f"{_fmt(s['clustered_initial'], 100)} | {_fmt(s['clustered'], 100)} | "
                      + " | ".join(_fmt(s["families"][f], 100) for f in _FAMILIES)
                      + f" | {s['depthwise_params'] if s['depthwise_params'] is not None else 'n/a'} | "
+                     f"{_fmt(s['dogconv_agreement'], 100) if s.get('dogconv_agreement') else '-'} | "
                      f"{s['minutes']:.0f} |")
     return "\n".join(lines) + "\n"
 

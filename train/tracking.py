@@ -95,7 +95,9 @@ class Census:
 
     def _measure(self, model: nn.Module) -> CensusResult:
         start = time.perf_counter()
-        if any(isinstance(m, DoGConv2d) for m in model.modules()):
+        designed = {name: np.array(m.channel_families) for name, m in model.named_modules()
+                    if isinstance(m, DoGConv2d)}
+        if designed:
             model = bake_(copy.deepcopy(model))   # the kernels DoGConv2d layers apply, as plain convs
         order = [name for name, _ in find_depthwise(model)[0]]
         kernels = extract_depthwise(model)
@@ -116,6 +118,9 @@ class Census:
         all_labels = np.concatenate([lab for *_, lab in layers]) if layers else np.zeros(0, str)
         record = {**_shares(all_labels), "kernels": int(len(all_labels)),
                   "layers": [{"name": name, "kernel_size": k, **_shares(lab)} for name, k, _, lab in layers]}
+        agreeing = [(lab == designed[name]) for name, _, _, lab in layers if name in designed]
+        if agreeing:   # a DoGConv2d channel cannot leave its family: does the classifier name that family?
+            record["dogconv_agreement"] = float(np.concatenate(agreeing).mean())
         if skipped:
             record["skipped_sizes"] = {str(k): n for k, n in sorted(skipped.items())}
         if fits:
@@ -199,6 +204,8 @@ class Tracker:
         if stats["dogconv_layers"]:   # DoGConv2d: how far the free residual kernels have left the families
             self.scalars({"dogconv/residual_norm": stats["residual_norm"],
                           "dogconv/params": stats["dogconv_params"]}, step)
+            if "dogconv_agreement" in record:
+                self.scalars({"dogconv/family_agreement": record["dogconv_agreement"]}, step)
         return record
 
     def _log_census(self, result: CensusResult, step: int, prefix: str, details: bool = True) -> None:
