@@ -106,9 +106,15 @@ def render_assignment(families: list[str], size: int, generator: torch.Generator
         index = (codes == code).nonzero().squeeze(1)
         if len(index):
             params = sample_params(family, len(index), generator=generator)
-            out[index] = render(family, size, params)
+            # Rendered in slices of about 2^17 values: the closed forms are chains of elementwise ops whose
+            # temporaries then stay in cache (and need no fresh pages): 1.5-2x faster, the same bits.
+            step = max(1, _RENDER_CHUNK // size**2)
+            for start in range(0, len(index), step):
+                out[index[start:start + step]] = render(
+                    family, size, {name: value[start:start + step] for name, value in params.items()})
             drawn[family] = (index.tolist(), params)
     return (out, drawn) if return_params else out
 
 
 _FAMILY_CODE = {family: code for code, family in enumerate(FAMILIES)}
+_RENDER_CHUNK = 2**17   # values per render call in render_assignment
