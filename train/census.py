@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
+from .checkpoint import MANIFEST, epoch_folders
 from .config import ConfigError, load_recipe
 from .models import build_model
 from .tracking import Census, JsonLines
@@ -30,7 +30,8 @@ def count_classes(cfg) -> int:
     if d.name == "synthetic":
         return d.num_classes
     if d.name == "ffcv":
-        return len(json.loads((Path(d.root) / f"{d.train_split}.json").read_text())["classes"])
+        from .write_ffcv import sidecar
+        return len(json.loads(sidecar(Path(d.root) / f"{d.train_split}.beton").read_text())["classes"])
     from .data import check_image_folder
     return sum(1 for p in check_image_folder(d.root, d.train_split).iterdir() if p.is_dir())
 
@@ -45,8 +46,7 @@ def recensus(run: Path, log=print) -> list[dict]:
         model, _ = build_model(cfg, count_classes(cfg))
     census, lines = Census(log), JsonLines(run / "census.jsonl")
     old = lines.read()
-    checkpoints = {int(m.group(1)): p for p in (run / "checkpoints").glob("epoch_*")
-                   if (m := re.fullmatch(r"epoch_(\d+)", p.name)) and (p / "complete.json").is_file()}
+    checkpoints = {epoch: p for epoch, p in epoch_folders(run) if (p / MANIFEST).is_file()}
     kept = []
     for record in old:
         epoch, kind = record["epoch"], record.get("kind", "epoch")

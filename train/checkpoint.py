@@ -23,7 +23,8 @@ from dog_init.preview import atomic_path
 
 from .signals import STOP
 
-__all__ = ["CheckpointManager", "CheckpointError", "held_signals", "save_weights", "read_weights_metadata", "MANIFEST"]
+__all__ = ["CheckpointManager", "CheckpointError", "epoch_folders", "held_signals", "save_weights",
+           "read_weights_metadata", "MANIFEST"]
 
 MANIFEST = "complete.json"
 _NAME = re.compile(r"^epoch_(\d+)$")
@@ -51,6 +52,16 @@ def _manifest(folder: Path) -> dict:
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
+def epoch_folders(out_dir: Path) -> list[tuple[int, Path]]:
+    """(epoch, folder) of the run's ``checkpoints/epoch_N`` folders, newest first (writes in progress are
+    ``.epoch_N.partial`` until their rename; not verified)."""
+    root = Path(out_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()]
+    return sorted(found, reverse=True)
+
+
 class CheckpointManager:
     def __init__(self, out_dir: Path, accelerator, keep_last: int = 2):
         if keep_last < 1:
@@ -59,11 +70,8 @@ class CheckpointManager:
 
     # ---------------------------------------------------------------------------------------------- reading
     def complete(self) -> list[tuple[int, Path]]:
-        """(epoch, folder) of every checkpoint that has a manifest, newest first (not yet verified)."""
-        if not self.root.is_dir():
-            return []
-        found = [(int(m.group(1)), p) for p in self.root.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()]
-        return sorted(found, reverse=True)
+        """(epoch, folder) of every finished checkpoint write, newest first (not yet verified)."""
+        return epoch_folders(self.root.parent)
 
     @staticmethod
     def verify(folder: Path) -> dict:

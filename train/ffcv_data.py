@@ -16,6 +16,7 @@ import torch
 
 from .config import Config, ConfigError
 from .data import DataBundle, balanced_subset
+from .write_ffcv import sidecar
 
 __all__ = ["build_ffcv", "FfcvLoader"]
 
@@ -44,10 +45,10 @@ def _files(cfg: Config) -> tuple[Path, Path, dict]:
                           f"{d.val_split}.beton (write them with python -m train.write_ffcv)")
     paths = [Path(d.root) / f"{split}.beton" for split in (d.train_split, d.val_split)]
     for p in paths:
-        if not p.is_file() or not p.with_suffix(".json").is_file():
+        if not p.is_file() or not sidecar(p).is_file():
             raise ConfigError(f"{str(p)!r} or its .json sidecar is missing; write it with python -m "
                               f"train.write_ffcv --src IMAGEFOLDER/{p.stem} --out {p} --max-res N")
-    metas = [json.loads(p.with_suffix(".json").read_text()) for p in paths]
+    metas = [json.loads(sidecar(p).read_text()) for p in paths]
     if metas[0]["classes"] != metas[1]["classes"]:
         raise ConfigError(f"{paths[0]} and {paths[1]} were written from different classes")
     return paths[0], paths[1], {"train": metas[0], "val": metas[1]}

@@ -18,8 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dog_init.preview import atomic_path
+
 from .config import ConfigError, apply_overrides, load_recipe
 from .timeline import STACK, load_census, parse_groups, plot_timeline
+from .tracking import JsonLines
 
 __all__ = ["summarise", "write_results"]
 
@@ -30,7 +33,7 @@ def _metrics(run: Path) -> list[dict]:
     path = run / "metrics.jsonl"
     if not path.is_file():
         raise ValueError(f"{str(run)!r} has no metrics.jsonl; has it finished an epoch?")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return JsonLines(path, key=("epoch",)).read()
 
 
 def _mean_std(values) -> tuple[float, float]:
@@ -170,8 +173,9 @@ def write_results(groups: dict[str, list[Path]], out: Path) -> dict:
             dest.mkdir(parents=True, exist_ok=True)
             for name in ("config.yaml", "metrics.jsonl", "census.jsonl"):
                 shutil.copy2(run / name, dest / name)
-    (out / "results.json").write_text(json.dumps(summary, indent=1))
-    (out / "results.md").write_text(markdown(summary))
+    for name, text in (("results.json", json.dumps(summary, indent=1)), ("results.md", markdown(summary))):
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(text)
     plot_timeline(groups, out / "timeline.png", title="Kernel clusters during training (CIFAR-10)")
     _plot_accuracy(summary, out / "accuracy.png")
     _plot_layers(summary, out / "layers.png")

@@ -9,11 +9,12 @@ appear, are visible at the left of each panel.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from .tracking import JsonLines
 
 __all__ = ["load_census", "census_series", "plot_timeline", "parse_groups"]
 
@@ -26,7 +27,7 @@ def load_census(run: Path, ema: bool = False) -> list[dict]:
     path = Path(run) / "census.jsonl"
     if not path.is_file():
         raise ValueError(f"{str(run)!r} has no census.jsonl (is it a `python -m train` output folder?)")
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = JsonLines(path).read()
     if ema:
         lines = [{**line, **line["ema"]} for line in lines if "ema" in line]
     if not lines:

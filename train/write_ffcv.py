@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
+
+from dog_init.preview import atomic_path
 
 __all__ = ["write_beton", "sidecar"]
 
@@ -31,20 +31,14 @@ def write_beton(src: Path, out: Path, *, max_res: int, write_mode: str = "smart"
     from .data import CheckedImageFolder, check_image_folder
     folder = check_image_folder(str(src.parent), src.name)
     dataset = CheckedImageFolder(folder)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".beton", dir=out.parent)
-    os.close(fd)
-    try:
-        fields = {"image": RGBImageField(write_mode=write_mode, max_resolution=max_res, jpeg_quality=jpeg_quality),
-                  "label": IntField()}
-        DatasetWriter(tmp, fields, num_workers=workers).from_indexed_dataset(dataset)
+    fields = {"image": RGBImageField(write_mode=write_mode, max_resolution=max_res, jpeg_quality=jpeg_quality),
+              "label": IntField()}
+    with atomic_path(out, what="--out") as tmp:
+        DatasetWriter(str(tmp), fields, num_workers=workers).from_indexed_dataset(dataset)
         meta = {"source": str(folder), "classes": dataset.classes, "labels": [int(t) for t in dataset.targets],
                 "max_res": max_res, "write_mode": write_mode}
-        sidecar(out).write_text(json.dumps(meta))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(sidecar(out), what="--out sidecar") as tmp_meta:   # in place before the .beton is
+            tmp_meta.write_text(json.dumps(meta))
     return meta
 
 
@@ -73,6 +67,8 @@ def main(argv=None) -> int:
                            jpeg_quality=args.jpeg_quality, workers=args.workers)
     except ConfigError as err:
         parser.error(str(err).replace("data.root", "--src parent"))
+    except ValueError as err:   # --out cannot be written (atomic_path names it)
+        parser.error(str(err))
     print(f"wrote {args.out} ({len(meta['labels'])} images, {len(meta['classes'])} classes) and {sidecar(args.out)}")
     return 0
 
