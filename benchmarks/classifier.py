@@ -18,7 +18,6 @@ hence the same cost).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout without installing
+
+from _common import load_averages  # noqa: E402  (benchmarks/, beside this script)
 
 from analysis.autoencoder import KernelAutoencoder  # noqa: E402
 from analysis.classifier import KernelClassifier  # noqa: E402
@@ -78,12 +79,6 @@ def interleaved(fns: dict, repeat: int) -> dict:
     return best
 
 
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,13 +105,14 @@ def main(argv=None) -> int:
                                                                                           dtype=np.float32)))
     kw = {} if args.chunk is None else {"chunk": args.chunk}
     print(f"{n:,} random 7x7 kernels vs {len(clf.codebook):,} codebook entries; {what}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {_load()}")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load_averages()}")
     clf.classify(kernels[:5000], **kw)             # warm-up: allocator, BLAS threads, lazy imports
     baseline(kernels[:5000], book, args.baseline_chunk)
 
-    plain = KernelClassifier(clf.size, clf.codebook, clf.names, clf.fine, threshold=clf.threshold, symmetric=False)
     fns = {"baseline": lambda: baseline(kernels, book, args.baseline_chunk), "ours": lambda: clf.classify(kernels, **kw)}
     if args.plain:
+        plain = KernelClassifier(clf.size, clf.codebook, clf.names, clf.fine, threshold=clf.threshold,
+                                 symmetric=False)
         fns["plain"] = lambda: plain.classify(kernels, **kw)
     times = interleaved(fns, repeat)
     t_base, t_ours = times["baseline"], times["ours"]
@@ -130,18 +126,18 @@ def main(argv=None) -> int:
     if args.plain:
         print(f"KernelClassifier.classify, plain (all {len(clf.codebook):,} codes):  {times['plain']:7.2f} s   "
               f"ratio plain/baseline {times['plain'] / t_base:.2f}   (work: {plain.index.work_share:.3f})")
-    per_million = t_ours * scale
-    ok_time, ok_ratio = per_million < TARGET_SECONDS, ratio <= TARGET_RATIO
-    print(f"targets: < {TARGET_SECONDS:.0f} s per 1,000,000 kernels: {per_million:.2f} s"
-          f"{' (extrapolated)' if n != 1_000_000 else ''} -> {'ok' if ok_time else 'MISSED'}; "
-          f"ratio <= {TARGET_RATIO:.0f}: {ratio:.2f} -> {'ok' if ok_ratio else 'MISSED'}")
     if args.sweep:
         for chunk in (128, 256, 512, 1024, 2048, 4096, 8192):
             t = timed(lambda: clf.classify(kernels, chunk=chunk), repeat)
             tb = timed(lambda: baseline(kernels, book, chunk), repeat)
             print(f"  chunk {chunk:5d}: classify {t:6.2f} s   baseline {tb:6.2f} s   ratio to main baseline "
                   f"{t / t_base:.2f}")
-    return 0 if ok_time and ok_ratio else 1
+    per_million = t_ours * scale
+    ok_time, ok_ratio = per_million < TARGET_SECONDS, ratio <= TARGET_RATIO
+    print(f"targets: < {TARGET_SECONDS:.0f} s per 1,000,000 kernels: {per_million:.2f} s"
+          f"{' (extrapolated)' if n != 1_000_000 else ''} -> {'ok' if ok_time else 'MISSED'}; "
+          f"ratio <= {TARGET_RATIO:.0f}: {ratio:.2f} -> {'ok' if ok_ratio else 'MISSED'}")
+    return 0   # a missed target is reported above; make bench goes on to the next benchmark
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
-import platform
 import shutil
 import sys
 import time
@@ -24,11 +22,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import load_average, machine  # noqa: E402  (benchmarks/, beside this script)
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from analysis.bundle import shared_kernels_dir  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-ZIP = ROOT.parent / "shared" / "data" / "cifar10-jpeg.zip"
+ZIP = shared_kernels_dir().parent / "cifar10-jpeg.zip"   # $DOG_INIT_SHARED_DATA, default ../shared/data
 TARGET, BATCH, SIZE = 2.0, 256, 32
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -110,8 +112,7 @@ def main(argv=None) -> int:
     n_tv, s_tv = torchvision_pass(folder, args.workers)
     n_ff, s_ff = ffcv_pass(folder, args.cache, args.workers)
     tv, ff = n_tv / s_tv, n_ff / s_ff
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cpu cores, load average {load:.1f}; {args.workers} "
+    print(f"machine: {machine()}, load average {load_average():.1f}; {args.workers} "
           f"workers, batch {BATCH}, {SIZE} px random-resized crop + flip + normalise")
     print(f"torchvision ImageFolder + DataLoader: {n_tv} images in {s_tv:.2f} s = {tv:.0f} images/s")
     print(f"FFCV Loader:                          {n_ff} images in {s_ff:.2f} s = {ff:.0f} images/s")

@@ -14,14 +14,14 @@ eval-mode forward (kernels cached) is timed too. Target: forward + backward rati
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import load_average, machine  # noqa: E402  (benchmarks/, beside this script)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -85,8 +85,8 @@ def main(argv=None) -> int:
     x = torch.randn(args.batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     y = torch.randint(0, 10, (args.batch,), generator=torch.Generator().manual_seed(1))
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cpu cores, load average {load:.1f} before the run, "
+    load = load_average()
+    print(f"machine: {machine()}, load average {load:.1f} before the run, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"model: ConvMixer-256/8, kernel {args.kernel}, patch {args.patch}, batch {args.batch} x 3 x 32 x 32, "
           f"median of {repeats} alternating repeats")

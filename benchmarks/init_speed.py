@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import load_average, machine  # noqa: E402  (benchmarks/, beside this script)
 
 import torch  # noqa: E402
 
@@ -99,8 +100,8 @@ def main(argv=None) -> int:
     dog_times = time_call(dog, repeats)
     base, dog_s = statistics.median(base_times), statistics.median(dog_times)
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cpu cores, load average {load:.1f}, "
+    load = load_average()
+    print(f"machine: {machine()}, load average {load:.1f}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if load > (os.cpu_count() or 1) - 0.5 and torch.get_num_threads() > 1:
         print("warning: the machine is busy; torch's OpenMP threads then wait on each other and elementwise work "

@@ -16,8 +16,6 @@ against a fast GPU epoch at ``--gpu-images-per-s`` (default 5,000 images/s: 10 r
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -25,6 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import load_average, machine  # noqa: E402  (benchmarks/, beside this script)
 
 import torch  # noqa: E402
 
@@ -93,8 +93,7 @@ def main(argv=None) -> int:
     gpu_epoch = IMAGENET / args.gpu_images_per_s
     worst = max(default["total"], dog["total"])
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cpu cores, load average {load:.1f}, torch "
+    print(f"machine: {machine()}, load average {load_average():.1f}, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads")
     for name, c in (("default init", default), ("DoG init", dog)):
         print(f"census, {name}: {c['kernels']} kernels ({100 * c['clustered']:.1f} % clustered): "
@@ -103,7 +102,7 @@ def main(argv=None) -> int:
           f"ImageNet epoch ({IMAGENET // GLOBAL_BATCH} steps): {epoch / 3600:.0f} h")
     print(f"census share of a GPU epoch at {args.gpu_images_per_s:.0f} images/s ({gpu_epoch:.0f} s): "
           f"{100 * worst / gpu_epoch:.3f} %")
-    share = worst / (step_640 / GLOBAL_BATCH * IMAGENET)
+    share = worst / epoch
     print(f"ratio census / ImageNet epoch at batch {GLOBAL_BATCH} (this machine's step): {share:.2e} -> "
           + ("meets" if share < TARGET else "MISSES") + f" the target < {TARGET:g}")
     return 0

@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,6 +30,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import load_average, machine  # noqa: E402  (benchmarks/, beside this script)
 
 import torch  # noqa: E402
 
@@ -138,9 +138,7 @@ def main(argv=None) -> int:
         tracker.close()
     epoch_s = t * args.epoch_images / args.batch
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    card = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
-    print(f"machine: {platform.machine()}, {card}, load average {load:.1f}, torch {torch.__version__}, "
+    print(f"machine: {machine(device)}, load average {load_average():.1f}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print(f"model: {args.model} {json.loads(args.kwargs)}, {args.img} px, batch {args.batch}, precision "
           f"{args.precision}, channels_last {args.channels_last}; {steps} steps x {rounds} alternating rounds")
