@@ -15,7 +15,8 @@ import difflib
 import sys
 from pathlib import Path
 
-import numpy as np
+from dog_init.preview import atomic_path, check_output_file
+
 
 SOURCE_HELP = ("'timm:NAME[.TAG]' (e.g. timm:convnext_tiny.fb_in1k), a weights file (.pt .pth .bin .safetensors) "
                "or a kernel array (.npy .npz)")
@@ -138,7 +139,6 @@ def fit(args, parser) -> None:
 
 # ----------------------------------------------------------------------------------------------- classify
 def classify(args, parser) -> None:
-    from dog_init.preview import check_output_file
 
     from .kernels import extract_depthwise
     from .report import (_classifier_for, _resolve_classifiers, _summary_row, _write_kernel_csv,
@@ -163,7 +163,6 @@ def classify(args, parser) -> None:
         parser.error(f"no classifier for any kernel size in {ks.source} (sizes {ks.sizes})")
     _print_table(rows)
     if args.csv:
-        from dog_init.preview import atomic_path
         with atomic_path(args.csv, what="--csv") as tmp:
             _write_kernel_csv(tmp, parts)
         print(f"wrote {args.csv}")
@@ -178,8 +177,12 @@ def profile(args, parser) -> None:
     out = Path(args.out)
     if out.suffix.lower() != ".json":
         parser.error(f"--out must be a .json file, got {args.out!r}")
-    if out.is_dir() or (out.exists() and not args.overwrite):
-        parser.error(f"--out {args.out!r} " + ("is a folder" if out.is_dir() else "exists; pass --overwrite"))
+    try:   # a folder there, a file where a folder is needed, or an unwritable folder
+        check_output_file(out, "--out")
+    except ValueError as err:
+        parser.error(str(err))
+    if out.exists() and not args.overwrite:
+        parser.error(f"--out {args.out!r} exists; pass --overwrite")
     if args.checkpoint and not (args.model and args.model.startswith("timm:")):
         parser.error("--checkpoint needs --model timm:NAME")
     given = {k: clf for k, (clf, _) in _resolve_classifiers(args.classifier or None).items()}

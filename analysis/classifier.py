@@ -35,7 +35,7 @@ from .labels import LABELS, UNCLUSTERED, Interval, check_intervals, label_codes,
     spectrum_intervals
 from .preprocess import basis, check_kernels, degenerate, to_basis
 from .search import CodebookIndex, SymmetricIndex
-from .symmetry import SYMMETRIES, map_coarse, map_fine
+from .symmetry import SYMMETRIES, coarse_of, map_coarse, map_fine
 
 __all__ = ["KernelClassifier", "ClassificationResult", "DEFAULT_THRESHOLDS", "FORMAT_VERSION",
            "available_pretrained"]
@@ -213,7 +213,7 @@ class KernelClassifier:
         if getattr(self, "_symmetric", None) is None:
             if self.kind == "kmeans":
                 closed, fine, base, symmetry = close_centroids(self.centroids, self.fine)
-                self._symmetric = (closed, np.array([f.partition("/")[0] for f in fine]), fine, base, symmetry)
+                self._symmetric = (closed, np.array([coarse_of(f) for f in fine]), fine, base, symmetry)
             else:
                 step = max(1, len(self.codebook) // SYMMETRIC_BASE)
                 base = np.arange(step // 2, len(self.codebook), step)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dog_init.preview import atomic_path, check_output_file
+
 __all__ = ["run_fit"]
 
 
@@ -41,22 +43,17 @@ def _distinct_shapes(kernels: np.ndarray) -> int:
 
 
 def run_fit(args, parser) -> None:
-    import torch
-
     from .autoencoder import AutoencoderConfig, fit_autoencoder
     from .classifier import KernelClassifier
     from .kernels import extract_depthwise
     from .labels import load_intervals
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        parser.error(f"--out {args.out!r} exists and is not a directory")
-    folder = out
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        parser.error(f"--out {args.out!r} cannot be created: {str(folder)!r} is a file, not a folder")
     target = out / f"classifier_k{args.size}.safetensors"
+    try:   # a file where the --out folder should be, or no writable folder to make it in
+        check_output_file(target, "--out")
+    except ValueError as err:
+        parser.error(str(err))
     state_path = out / "fit_state.pt"
     if target.exists() and not (args.overwrite or args.resume):
         parser.error(f"{str(target)!r} exists; pass --overwrite to replace it (or --resume to finish its run)")
@@ -162,7 +159,6 @@ def _load(args, parser, extract_depthwise):
 
 def _check_resume(sidecar: Path, state_path: Path, fingerprint: dict, args, parser) -> None:
     """A resumed run must see the same training data; the state file only records the optimiser config."""
-    from dog_init.preview import atomic_path
     if args.overwrite:
         state_path.unlink(missing_ok=True)
     elif args.resume and state_path.exists():

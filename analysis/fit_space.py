@@ -30,6 +30,8 @@ import torch
 
 from dog_init import FAMILIES, SECOND_DERIVATIVE_KINDS, SQUARE_CORNERS
 
+from .labels import DIRECTIONS, direction_index
+
 __all__ = ["Space", "SPACES", "spaces_for", "PARAM_NAMES", "DISCRETE", "start_group", "fine_name", "angle_error"]
 
 _SHIFT = (-1.5, 1.5)          # sub-pixel to 1.5-pixel centre offsets (pixels)
@@ -117,8 +119,6 @@ def spaces_for(size: int) -> dict[str, Space]:
 # Every parameter name of every family, in a fixed order: the columns of FamilyFit.params.
 PARAM_NAMES: tuple[str, ...] = tuple(dict.fromkeys(n for s in SPACES.values() for n in (*s.names, *s.discrete)))
 
-_DIRECTIONS = ("right", "up", "left", "down")
-
 
 def start_group(family: str, fine: str) -> str:
     """Start-group key of a template: its subtype where the subtype is a discrete parameter, else its family
@@ -130,8 +130,7 @@ def fine_name(family: str, values: dict[str, np.ndarray]) -> np.ndarray:
     """Subtype names in ``analysis.labels``' convention from fitted parameters (M,) of one family."""
     n = len(next(iter(values.values())))
     if family == "first_derivative":
-        quadrant = np.round(values["theta"] / 90.0).astype(np.int64) % 4
-        return np.array([f"{family}/{_DIRECTIONS[q]}" for q in quadrant], dtype=object)
+        return np.array([f"{family}/{DIRECTIONS[q]}" for q in direction_index(values["theta"])], dtype=object)
     if family == "second_derivative":
         kinds = np.asarray(values["kind"]).astype(np.int64)
         return np.array([f"{family}/{SECOND_DERIVATIVE_KINDS[k]}{'+' if s > 0 else '-'}"

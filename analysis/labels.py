@@ -29,7 +29,12 @@ __all__ = ["families_for", "OTHER", "UNCLUSTERED", "TemplateBank", "template_ban
 
 OTHER, UNCLUSTERED = "other", "unclustered"
 LABELS: tuple[str, ...] = (*FAMILIES, OTHER, UNCLUSTERED)
-_DIRECTIONS = ("right", "up", "left", "down")
+DIRECTIONS = ("right", "up", "left", "down")   # first-derivative subtypes, theta 0 / 90 / 180 / 270 degrees
+
+
+def direction_index(theta):
+    """Index into ``DIRECTIONS`` of the axis nearest to ``theta`` (degrees; scalar or array)."""
+    return np.round(np.asarray(theta) / 90.0).astype(np.int64) % 4
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ def template_bank(size: int) -> TemplateBank:
     for family in ("on_centre", "off_centre"):
         parts.append(_grid(family, size, centre, lambda p, f=family: f))
     parts.append(_grid("first_derivative", size, {**deriv, "theta": list(range(0, 360, 30))},
-                       lambda p: "first_derivative/" + _DIRECTIONS[round(p["theta"] / 90) % 4]))
+                       lambda p: "first_derivative/" + DIRECTIONS[direction_index(p["theta"])]))
     parts.append(_grid("second_derivative", size,
                        {**deriv, "theta": [-30.0, 0.0, 30.0], "kind": [0, 1, 2], "sign": [1, -1]},
                        lambda p: "second_derivative/" + SECOND_DERIVATIVE_KINDS[int(p["kind"])]
@@ -165,7 +170,7 @@ def load_intervals(path) -> list[Interval]:
 
 def fine_labels(name: str) -> tuple[str, ...]:
     """The fine labels an interval named ``name`` may carry: the name itself, or one of its subtypes."""
-    subtypes = {"first_derivative": _DIRECTIONS,
+    subtypes = {"first_derivative": DIRECTIONS,
                 "second_derivative": tuple(f"{k}{s}" for k in SECOND_DERIVATIVE_KINDS for s in "+-"),
                 "on_square": SQUARE_CORNERS, "off_square": SQUARE_CORNERS}.get(name, ())
     return (name, *(f"{name}/{sub}" for sub in subtypes))

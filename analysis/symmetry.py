@@ -20,11 +20,13 @@ import numpy as np
 
 from dog_init import SQUARE_CORNERS
 
+from .labels import DIRECTIONS
+
 __all__ = ["SYMMETRIES", "transform", "pixel_permutations", "map_fine", "map_coarse", "coarse_of", "symmetry_changes"]
 
 SYMMETRIES: tuple[tuple[int, bool, int], ...] = tuple((r, f, s) for s in (1, -1) for f in (False, True)
                                                       for r in range(4))   # index 0 is the identity
-_DIRECTIONS = {"right": (1, 0), "up": (0, 1), "left": (-1, 0), "down": (0, -1)}
+_DIRECTIONS = dict(zip(DIRECTIONS, ((1, 0), (0, 1), (-1, 0), (0, -1))))   # unit vectors
 _CORNERS = {"top_right": (1, 1), "top_left": (-1, 1), "bottom_left": (-1, -1), "bottom_right": (1, -1)}
 assert tuple(_CORNERS) == SQUARE_CORNERS
 _SWAP = {"on": "off", "off": "on"}
