@@ -5,9 +5,6 @@ was."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +15,10 @@ from analysis.__main__ import main
 from analysis.bundle import shared_kernels_dir
 from dog_init.preview import MAX_GRID_KERNELS, atomic_path, save_kernel_grid
 from dog_init.__main__ import main as dog_init_main
+from test_cli import run as dog_init_cli   # python -m dog_init in a subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "analysis" / "weights"
-
-
-def dog_init_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MPLBACKEND": "Agg",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "dog_init", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=env)
 
 
 def listing(folder: Path) -> list[str]:
@@ -71,8 +62,9 @@ def test_report_refuses_a_parent_of_the_working_directory(kernels, capsys, monke
     inner = kernels / "sub"
     inner.mkdir()
     monkeypatch.chdir(inner)
-    exits_2(["report", "--kernels", str(kernels / "good_k7.npy"), "--out", str(kernels.parent), "--overwrite",
-             "--quiet"], capsys)
+    err = exits_2(["report", "--kernels", str(kernels / "good_k7.npy"), "--out", str(kernels.parent),
+                   "--overwrite", "--quiet"], capsys)
+    assert "working directory" in err and str(kernels.parent) in err
     assert (kernels / "good_k7.npy").exists() and inner.is_dir()
 
 

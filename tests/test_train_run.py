@@ -166,7 +166,12 @@ def test_census_checks_dogconv_channels_against_their_families():
 def test_weights_feed_the_analysis_report(tiny_run, tmp_path):
     done = run_train("report", "--model", "timm:convmixer_128_6", "--checkpoint", tiny_run / "model.safetensors",
                      "--out", tmp_path / "report", "--quiet", module="analysis")
-    assert "convmixer_128_6" in done.stdout and (tmp_path / "report" / "summary.json").is_file()
+    assert "convmixer_128_6" in done.stdout
+    import json
+    [row] = json.loads((tmp_path / "report" / "summary.json").read_text())["rows"]
+    last = census(tiny_run)[-1]   # the trained weights, classified by the same bundled classifier
+    assert (row["size"], row["n_kernels"], row["n_layers"]) == (7, last["kernels"], 2)
+    assert row["clustered_share"] == pytest.approx(last["clustered"])
 
 
 def test_timeline_draws_groups_of_runs(tiny_run, tmp_path):
