@@ -6,13 +6,16 @@
   profile   per-layer family mixes of a trained model, to initialise another with dog_init_(mix=profile)
 
 Bad input (missing file, unknown model, bad size or option) exits with status 2 and a message naming the value,
-before any work is done.
+before any work is done. Ctrl-C exits with status 130 and one line saying what was kept; outputs only ever appear
+complete, so an interrupted run leaves them as they were (fit keeps its resumable training state).
 """
 from __future__ import annotations
 
 import argparse
 import difflib
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from dog_init.preview import atomic_path, check_output_file
@@ -114,6 +117,7 @@ def report(args, parser) -> None:
     summary = run_report(sources, args.out, args.classifier or None, checkpoint=args.checkpoint,
                          overwrite=args.overwrite, seed=args.seed, per_cluster=args.per_cluster,
                          max_points=args.max_points, progress=not args.quiet, fit=args.fit)
+    args.wrote = True       # a Ctrl-C from here on no longer leaves --out as it was
     _print_table(summary["rows"])
     for s in summary["skipped"]:
         print(f"skipped {s['size']}x{s['size']} ({s['n_kernels']} kernels): {s['reason']}")
@@ -140,7 +144,7 @@ def fit(args, parser) -> None:
 # ----------------------------------------------------------------------------------------------- classify
 def classify(args, parser) -> None:
 
-    from .kernels import extract_depthwise
+    from .kernels import extract_depthwise, nonfinite_warning
     from .report import (_classifier_for, _resolve_classifiers, _summary_row, _write_kernel_csv,
                          check_classifier_sizes, model_label)
 
@@ -148,6 +152,8 @@ def classify(args, parser) -> None:
         check_output_file(args.csv, "--csv")          # before any work
     given = _resolve_classifiers(args.classifier or None)
     ks = extract_depthwise(list(args.kernels))
+    if (note := nonfinite_warning(ks)) is not None:
+        print(note, file=sys.stderr)
     check_classifier_sizes(given, ks.sizes)         # a classifier given for a size with no kernels is an error
     label = " + ".join(dict.fromkeys(model_label(f) for f in args.kernels))
     rows, parts = [], []
@@ -165,6 +171,7 @@ def classify(args, parser) -> None:
     if args.csv:
         with atomic_path(args.csv, what="--csv") as tmp:
             _write_kernel_csv(tmp, parts)
+        args.wrote = True
         print(f"wrote {args.csv}")
 
 
@@ -195,8 +202,45 @@ def profile(args, parser) -> None:
         print(f"{layer.name:<{width}}  {layer.kernel_size:>2}  {layer.depth:>5.2f}  {100 * layer.clustered:>5.1f}%  "
               f"{mix or '(none clustered)'}")
     save_profile(result, out)
+    args.wrote = True
     print(f"wrote {out}: {len(result.layers)} layers; use dog_init_(model, mix=dog_init.load_profile({str(out)!r})) "
           "or init.profile in a training recipe")
+
+
+# ------------------------------------------------------------------------------------------------- Ctrl-C
+def _interrupted(args) -> str:
+    """The line printed on Ctrl-C: what was kept. Outputs appear only complete (report: a folder renamed into
+    place; files: ``atomic_path``), so an interrupted run leaves its output as it was; fit keeps its resumable state."""
+    command = getattr(args, "command", None)
+    if command == "fit" and (state := Path(args.out) / "fit_state.pt").exists():
+        return f"interrupted; the training state {str(state)!r} was kept: continue with --resume"
+    out = getattr(args, "csv" if command == "classify" else "out", None)
+    if out and getattr(args, "wrote", False):
+        return f"interrupted after {out!r} was written"
+    if not out:
+        return "interrupted; nothing was written"
+    return (f"interrupted; {out!r} was left as it was" if Path(out).exists() else
+            f"interrupted; nothing was written ({out!r} was not created)")
+
+
+@contextmanager
+def _finaliser_interrupts_resent():
+    """Python prints a Ctrl-C that lands in a ``__del__`` (a finaliser of numpy, torch, matplotlib) as an ignored
+    exception with its traceback, and the run goes on; such an interrupt is sent again instead, to stop the run at
+    the next ordinary line."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -270,11 +314,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "synthetic", 0) < 0:
-        parser.error(f"--synthetic must be >= 0, got {args.synthetic}")
+    """Run one subcommand; exit status 0, 1 (e.g. weights not downloadable), 2 (bad input) or 130 (Ctrl-C)."""
+    args = None
+    try:
+        with _finaliser_interrupts_resent():
+            args = build_parser().parse_args(argv)
+            return _run(args)
+    except KeyboardInterrupt:
+        print(f"python -m analysis: {_interrupted(args)}", file=sys.stderr)
+        return 130
+
+
+def _run(args) -> int:
     sub = args.sub
+    if getattr(args, "synthetic", 0) < 0:
+        sub.error(f"--synthetic must be >= 0, got {args.synthetic}")
     try:
         args.run(args, sub)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError, KeyError) as err:

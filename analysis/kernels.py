@@ -31,7 +31,8 @@ from .preprocess import degenerate
 from .sources import (ALLOWED_EXTENSIONS, WEIGHT_EXTENSIONS, Layers, check_array, check_ranges, file_state_layers,
                       module_layers, npy_layers, npz_layers, read_state_dict, timm_model)
 
-__all__ = ["KernelGroup", "KernelSet", "extract_depthwise", "load_kernel_files", "read_state_dict", "ALLOWED_EXTENSIONS"]  # the last two from .sources
+__all__ = ["KernelGroup", "KernelSet", "extract_depthwise", "load_kernel_files", "nonfinite_warning",
+           "read_state_dict", "ALLOWED_EXTENSIONS"]  # the last two from .sources
 
 _ALLOWED = (f"allowed sources: a file ending in {' '.join(ALLOWED_EXTENSIONS)}, an nn.Module, "
             "'timm:NAME', a KernelSet, or a list of these")
@@ -116,6 +117,18 @@ class KernelSet:
     def n_degenerate(self) -> int:
         return sum(g.n_degenerate for g in self.groups.values())
 
+    def nonfinite_by_layer(self) -> dict[str, int]:
+        """{layer: number of its kernels holding a NaN or inf}, only layers with any, in source order. Such kernels
+        are degenerate (never clustered); a layer full of them usually means a diverged or corrupted checkpoint."""
+        counts: dict[str, int] = {}
+        for g in self:
+            bad = ~np.isfinite(g.kernels).all(axis=(1, 2))
+            for i, c in enumerate(np.bincount(g.layer_index[bad], minlength=len(g.layer_names))):
+                if c:
+                    counts[g.layer_names[i]] = counts.get(g.layer_names[i], 0) + int(c)
+        order = {name: i for i, name in enumerate(self.layer_order)}
+        return dict(sorted(counts.items(), key=lambda item: order.get(item[0], len(order))))
+
     def layers(self) -> list[tuple[str, np.ndarray]]:
         """(layer name, kernels (n, k, k)) per layer, by size then source order."""
         return [(name, g.layer(name)) for g in self for name in g.layer_names]
@@ -197,6 +210,19 @@ def extract_depthwise(source: Source, *, checkpoint=None) -> KernelSet:
     if len(set(names)) < len(names):
         loaded = [[(f"{label}/{n}", a) for n, a in layers] for label, layers in zip(labels, loaded)]
     return _build([layer for layers in loaded for layer in layers], " + ".join(labels))
+
+
+def nonfinite_warning(ks: KernelSet, max_layers: int = 6) -> str | None:
+    """One line naming ``ks.source``, how many kernels hold NaN/inf and in which layers (the first ``max_layers``),
+    or None if every kernel is finite. Such kernels are counted as degenerate, so a report on a diverged checkpoint
+    would otherwise look like a merely sparse one."""
+    counts = ks.nonfinite_by_layer()
+    if not counts:
+        return None
+    named = ", ".join(f"{name} ({n})" for name, n in list(counts.items())[:max_layers])
+    more = f", +{len(counts) - max_layers} more" if len(counts) > max_layers else ""
+    return (f"warning: {ks.source}: {sum(counts.values())} depthwise kernels hold NaN/inf values (layers {named}"
+            f"{more}); they are counted as degenerate")
 
 
 def load_kernel_files(paths) -> KernelSet:

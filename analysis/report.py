@@ -15,16 +15,18 @@ Output (one model; with several, the per-model figures get a ``<model>_`` prefix
 Shares are of *all* kernels of the model and size; degenerate kernels (constant or non-finite) are their own
 column, so ``unclustered`` counts only real kernels beyond the threshold and the shares sum to 1.
 Everything is checked (sources, classifier files, output folder) and loaded before anything is written; output is
-built in a hidden sibling folder and renamed into place, so a failed run leaves no partial report.
+built in a hidden sibling folder and renamed into place (``analysis.publish``), so a failed or interrupted run leaves
+no partial report; the folders of runs killed outright are removed by the next report into the same folder.
 """
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import shutil
-import tempfile
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +35,9 @@ from tqdm.auto import tqdm
 from . import figures
 from .classifier import KernelClassifier
 from .fit_report import write_fit
-from .kernels import ALLOWED_EXTENSIONS, KernelSet, extract_depthwise
+from .kernels import ALLOWED_EXTENSIONS, KernelSet, extract_depthwise, nonfinite_warning
 from .labels import LABELS
+from .publish import normal_permissions, partial_folder, publish, remove_stale_partials
 
 __all__ = ["run_report", "model_label", "check_classifier_sizes", "SHARE_COLUMNS", "KERNEL_COLUMNS"]
 
@@ -46,9 +49,13 @@ _SUMMARY_COLUMNS = ("model", "source", "size", "n_kernels", "n_degenerate", "n_l
                     "clustered_share", *SHARE_COLUMNS, "classifier", "threshold")
 
 
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def run_report(sources, out_dir, classifiers=None, *, checkpoint=None, overwrite: bool = False, seed: int = 0,
                per_cluster: int = 8, max_points: int = 5000, n_spectrum: int = 500, progress: bool = True,
-               fit: bool = False, log=print) -> dict:
+               fit: bool = False, log=print, warn=_to_stderr) -> dict:
     """Classify the depthwise kernels of ``sources`` per size and write the report into ``out_dir``.
 
     sources: one source as accepted by ``extract_depthwise`` (``"timm:NAME"``, a weights/.npy/.npz file, an
@@ -62,6 +69,7 @@ def run_report(sources, out_dir, classifiers=None, *, checkpoint=None, overwrite
     overwrite: replace an existing non-empty ``out_dir`` (only once the new report is complete).
     fit: also fit every kernel's closed form (``analysis.fit``) and write ``analysis.fit_report``'s files; each
         summary row then has a ``fit`` entry (agreement with the autoencoder, shares, medians).
+    log / warn: where progress lines / warnings go (warnings: a model with NaN/inf kernels; default stderr).
 
     Returns the summary dict that is also written as ``summary.json``. Raises FileNotFoundError / ValueError /
     FileExistsError naming the bad value before anything is written.
@@ -83,6 +91,8 @@ def run_report(sources, out_dir, classifiers=None, *, checkpoint=None, overwrite
     sets = {}
     for label, src in tqdm(models.items(), desc="extracting kernels", disable=not progress or len(models) < 2):
         sets[label] = extract_depthwise(src, checkpoint=checkpoint)
+        if (note := nonfinite_warning(sets[label])) is not None:
+            warn(note)
     sizes = sorted({k for ks in sets.values() for k in ks.sizes})
     chosen, skipped = {}, []
     for k in sizes:
@@ -99,18 +109,22 @@ def run_report(sources, out_dir, classifiers=None, *, checkpoint=None, overwrite
         raise ValueError("no classifier for any kernel size present (" + "; ".join(
             f"{s['size']}x{s['size']}: {s['reason']}" for s in skipped) + ")")
 
+    for stale in remove_stale_partials(out_dir):   # left by runs killed outright (SIGKILL), which cannot clean up
+        log(f"removed {str(stale)!r}: a partial report of a run that no longer exists")
     created = _missing_ancestors(out_dir.parent)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    tmp = None
     try:
+        tmp = partial_folder(out_dir)
         summary = _write_report(tmp, sets, chosen, skipped, seed=seed, per_cluster=per_cluster,
                                 max_points=max_points, n_spectrum=n_spectrum, progress=progress, fit=fit)
         summary["out_dir"] = str(out_dir)
         _write_json(tmp / "summary.json", summary)
-        _normal_permissions(tmp)
-        _publish(tmp, out_dir)
+        normal_permissions(tmp)
+        publish(tmp, out_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         for folder in created:       # deepest first; only folders this call made, and only if still empty
             try:
                 folder.rmdir()
@@ -370,40 +384,18 @@ def _write_summary_csv(path: Path, rows: list[dict]) -> Path:
 
 
 def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=1, default=_json_default))
+    path.write_text(json.dumps(_json_safe(obj), indent=1, allow_nan=False))
 
 
-def _json_default(x):
+def _json_safe(x):
+    """``x`` with numpy scalars as Python ones and every NaN/inf as None: summary.json must be strict JSON, and a
+    bare ``NaN`` is refused by jq, JavaScript and strict ``json.loads`` readers."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
     if isinstance(x, np.generic):
-        return x.item()
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
-
-
-def _normal_permissions(folder: Path) -> None:
-    """mkdtemp / mkstemp (atomic_path) create 0700 / 0600; give the report the modes a plain mkdir/open would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for f in folder.iterdir():
-        f.chmod(0o666 & ~umask)
-
-
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Move the finished report into place; an existing folder is swapped out and removed only afterwards."""
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        try:
-            os.replace(out_dir, old / "report")
-        except BaseException:
-            old.rmdir()
-            raise
-    try:
-        os.replace(tmp, out_dir)
-    except BaseException:
-        if old is not None:
-            os.replace(old / "report", out_dir)
-            old.rmdir()
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x

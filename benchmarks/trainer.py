@@ -5,7 +5,7 @@ batches held in memory:
 
 * bare: ``loss = cross_entropy(model(x), y); loss.backward(); opt.step(); opt.zero_grad()``;
 * trainer: ``train.engine.train_one_epoch`` with the model and optimiser prepared by the trainer's own
-  ``Accelerator`` (``train.trainer.make_accelerator``: precision, accumulation context, scheduler update per step,
+  ``Accelerator`` (``train.trainer.make_accelerator``: precision, accumulation windows, scheduler update per step,
   loss kept on the device, progress bar, log interval), exactly what ``python -m train`` runs.
 
 Rounds alternate (bare, trainer, bare, ...) so that a change in the machine's load hits both; the ratio is the
@@ -76,6 +76,8 @@ def main(argv=None) -> int:
 
     cfg = _config(args)
     accelerator = make_accelerator(cfg)
+    # make_accelerator turns cuDNN's autotuner on for CUDA; the bare loop gets it too (it shares the process).
+    torch.backends.cudnn.benchmark = torch.cuda.is_available()
     device = accelerator.device
     model, _ = build_model(cfg, num_classes=10)
     start_state = copy.deepcopy(model.state_dict())

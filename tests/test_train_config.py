@@ -7,7 +7,7 @@ from train.__main__ import parse_args
 from train.config import (Config, ConfigError, apply_overrides, describe, load_recipe, to_yaml, validate)
 from train.data import balanced_subset, check_image_folder
 from train.models import build_model, check_model_name
-from train.trainer import _check_output
+from train.run_folder import check_start
 
 from train_helpers import ROOT, TINY, run_train
 
@@ -141,6 +141,12 @@ def test_unknown_model_gets_close_names():
     (("--optim.lrr", "1"), "unknown key 'optim.lrr'"),
     (("--optim.name", "adamx"), "optim.name 'adamx' is not a timm optimiser"),
     (("--schedule.name", "plateau"), "schedule.name must be one of cosine, tanh, step, multistep, poly, onecycle"),
+    (("--optim.lr", ".inf"), "optim.lr must be a finite number, got inf"),
+    (("--optim.weight_decay", ".nan"), "optim.weight_decay must be a finite number, got nan"),
+    (("--optim.lr", "nan"), "optim.lr must be a finite number, got 'nan'"),
+    (("--data.img_size", "1"), "data.img_size 1 does not fit model 'convmixer_128_6'"),
+    (("--model.name", "resnet18", "--model.kwargs", "{}"), "ResNet has no depthwise nn.Conv2d"),
+    (("--augment.mixup", "0.8", "--data.batch_size", "15"), "data.batch_size 15 must be even"),
 ])
 def test_refusals_leave_nothing_behind(tmp_path, option, named):
     out = tmp_path / "run"
@@ -149,11 +155,28 @@ def test_refusals_leave_nothing_behind(tmp_path, option, named):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("where", ["/proc/dog-init-run", "under-a-file/run"])
+def test_output_dir_that_cannot_be_made_is_refused_before_any_work(tmp_path, where):
+    (tmp_path / "under-a-file").write_text("")
+    out = where if where.startswith("/") else tmp_path / where
+    done = run_train("--config", TINY, "--output-dir", out, check=False)
+    assert done.returncode == 2 and "cannot be created or written" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "synthetic" not in done.stdout   # refused before the data were built
+
+
+def test_missing_base_names_the_recipe_that_includes_it(tmp_path):
+    (tmp_path / "child.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"child.yaml' names base: 'nowhere.yaml'.*does not exist"):
+        load_recipe(tmp_path / "child.yaml")
+
+
 def test_output_dir_holding_a_run_needs_resume(tmp_path):
-    (tmp_path / "config.yaml").write_text("")
-    with pytest.raises(ConfigError, match="holds a run; pass --resume auto"):
-        _check_output(tmp_path, None)
-    _check_output(tmp_path, "auto")
+    (tmp_path / "config.yaml").write_text("")   # a run that stopped before its first checkpoint: started again
+    check_start(tmp_path, None)
+    (tmp_path / "checkpoints" / "epoch_1").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"holds a run \(checkpoints\); pass --resume auto"):
+        check_start(tmp_path, None)
+    check_start(tmp_path, "auto")
 
 
 def _folder(root: Path, layout: dict) -> Path:

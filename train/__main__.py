@@ -1,9 +1,11 @@
 """``python -m train --config recipes/X.yaml [--output-dir D] [--epochs N] [--seed S] [--resume auto|PATH]
-[--SECTION.KEY VALUE ...]``: train a timm model with default or DoG initialisation and watch its depthwise kernels'
+[--rescale-schedule] [--SECTION.KEY VALUE ...]``: train a timm model with default or DoG initialisation and watch its depthwise kernels'
 clusters (also under ``accelerate launch -m train`` and ``torchrun --nproc_per_node N -m train``).
 
-Exit status: 0 done, 2 bad configuration / option / data folder (nothing written), 1 a failure during training
-(e.g. an unreadable image), 130 interrupted (the checkpoint being written was finished; resume with --resume auto).
+Exit status: 0 done; 2 bad configuration / option / data folder, a run folder in use by another run, a checkpoint
+that does not fit the configuration, or a resume that changes the batch geometry (nothing written); 1 a failure
+during training (an unreadable image, a loss that stopped being finite: the last good checkpoint is kept);
+130 interrupted (the checkpoint being written was finished; resume with --resume auto).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import sys
 
 from .config import ConfigError, SECTIONS, apply_overrides, describe, load_recipe
 
-OPTIONS = ("--config", "--output-dir", "--epochs", "--seed", "--resume")
+OPTIONS = ("--config", "--output-dir", "--epochs", "--seed", "--resume", "--rescale-schedule")
 
 
 def parse_args(argv=None):
@@ -27,7 +29,13 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, metavar="S", help="train.seed")
     parser.add_argument("--resume", metavar="auto|PATH", help="continue from the newest complete checkpoint of the "
                         "output dir (auto) or from OUTPUT/checkpoints/epoch_N")
+    parser.add_argument("--rescale-schedule", action="store_true",
+                        help="with --resume: accept another data.batch_size, number of processes or optim.accumulation "
+                             "than the run's, and continue at the same fraction of the schedule (and epoch) in the "
+                             "new number of updates per epoch; such a resume is not bit-exact")
     args, rest = parser.parse_known_args(argv)
+    if args.rescale_schedule and args.resume is None:
+        parser.error("--rescale-schedule needs --resume auto|PATH")
     pairs, i = [], 0
     while i < len(rest):
         token = rest[i]
@@ -57,11 +65,15 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args, cfg, parser = parse_args(argv)
     from .data import UnreadableImage
+    from .engine import Diverged
     from .trainer import fit
     try:
-        fit(cfg, resume=args.resume, recipe=args.config)
+        fit(cfg, resume=args.resume, recipe=args.config, rescale_schedule=args.rescale_schedule)
     except ConfigError as err:
         parser.error(str(err))
+    except Diverged as err:
+        print(f"error: training diverged: {err}", file=sys.stderr)
+        return 1
     except UnreadableImage as err:
         # A worker's error arrives wrapped in its traceback; the last line is ours and names the file.
         print(f"error: unreadable image: {str(err).strip().splitlines()[-1].split('UnreadableImage: ')[-1]}",

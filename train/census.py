@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+
+from analysis.sources import read_state_dict
 
 from .checkpoint import MANIFEST, epoch_folders
 from .config import ConfigError, load_recipe
@@ -51,8 +52,8 @@ def recensus(run: Path, log=print) -> list[dict]:
     for record in old:
         epoch, kind = record["epoch"], record.get("kind", "epoch")
         if kind == "epoch" and (epoch == 0 or epoch in checkpoints):
-            if epoch > 0:
-                model.load_state_dict(load_file(str(checkpoints[epoch] / "model.safetensors")))
+            if epoch > 0:   # keys of compiled / DDP-wrapped models carry _orig_mod. / module.: stripped on reading
+                model.load_state_dict(read_state_dict(checkpoints[epoch] / "model.safetensors"))
             fresh = census.measure(model.eval()).record
             record = {**{k: v for k, v in record.items() if k != "ema"}, **fresh}
         else:

@@ -4,8 +4,8 @@ Layout: ``OUTPUT/checkpoints/epoch_N/`` holds what Accelerate saves (model, opti
 the registered scheduler / counters / EMA) plus ``complete.json``, a manifest of every file's size and CRC32 written
 last. A checkpoint is written into ``.epoch_N.partial`` and renamed when complete, with SIGINT / SIGTERM held back
 meanwhile (Ctrl-C finishes the write, then stops: ``train.signals``), so a visible ``epoch_N`` is always whole. On ``--resume auto``,
-checkpoints are tried newest first; one whose manifest is missing or does not match its files, or that fails to
-load, is skipped with a warning naming it.
+checkpoints are tried newest first; one whose manifest is missing or does not match its files is skipped with a
+warning naming it; one that does not load (another model) stops the run before anything is written.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from dog_init.preview import atomic_path
 
 from .signals import STOP
 
-__all__ = ["CheckpointManager", "CheckpointError", "epoch_folders", "held_signals", "save_weights",
+__all__ = ["CheckpointManager", "CheckpointError", "CheckpointMismatch", "epoch_folders", "held_signals", "save_weights",
            "read_weights_metadata", "MANIFEST"]
 
 MANIFEST = "complete.json"
@@ -32,6 +32,10 @@ _NAME = re.compile(r"^epoch_(\d+)$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names it."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """The run folder's checkpoints cannot be loaded with this configuration (or none can be loaded at all)."""
 
 
 def held_signals():
@@ -98,27 +102,43 @@ class CheckpointManager:
         return manifest
 
     def load(self, spec: str) -> Path | None:
-        """Load the checkpoint ``spec`` names (``auto``: the newest one that verifies and loads; a path: that one).
-        Returns its folder, or None when ``auto`` finds none. Every process loads its own RNG state."""
+        """Load the checkpoint ``spec`` names (``auto``: the newest one that verifies; a path: that one) into every
+        process (each its own RNG state). Returns its folder, or None when ``auto`` finds no checkpoint at all.
+
+        A checkpoint whose files do not match their manifest is skipped with a warning (an older one is tried).
+        One that verifies but does not load (another model, other shapes) raises CheckpointMismatch: an older one
+        would not fit either. When every checkpoint fails verification, CheckpointError: a run folder with
+        checkpoints is never silently started afresh."""
         if spec != "auto":
             folder = Path(spec)
             self.verify(folder)
             self._load_state(folder)
             return folder
+        problems = []
         for _, folder in self.complete():
             try:
                 self.verify(folder)
-                self._load_state(folder)
-                return folder
-            except Exception as err:   # a corrupt file fails inside torch / safetensors with their own types
-                message = str(err) if isinstance(err, CheckpointError) else \
-                    f"checkpoint {str(folder)!r} failed to load ({type(err).__name__}: {str(err)[:200]})"
+            except CheckpointError as err:
+                problems.append(str(err))
                 if self.accelerator.is_main_process:
-                    warnings.warn(f"{message}; skipping it", stacklevel=2)
+                    warnings.warn(f"{err}; skipping it", stacklevel=2)
+                continue
+            self._load_state(folder)
+            return folder
+        if problems:
+            raise CheckpointMismatch(f"no checkpoint of {str(self.root.parent)!r} can be used ({'; '.join(problems)}); "
+                                     "repair or remove them, or choose another --output-dir")
         return None
 
     def _load_state(self, folder: Path) -> None:
-        self.accelerator.load_state(str(folder))
+        try:
+            self.accelerator.load_state(str(folder))
+        except Exception as err:   # torch / safetensors / pickle raise their own types
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            shapes = [line for line in lines if line.startswith("size mismatch")][:3]
+            said = " ".join(lines[:2])[:300] + "".join(f"; {line[:200]}" for line in shapes)
+            raise CheckpointMismatch(f"checkpoint {str(folder)!r} does not fit this configuration "
+                                     f"({type(err).__name__}: {said})") from None
 
     # ---------------------------------------------------------------------------------------------- writing
     def clean_partial(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 import re
 import types
 import typing
@@ -125,7 +126,8 @@ class TrainConfig:
     ema: bool = False                     # keep an EMA of the weights (timm ModelEmaV3), evaluated too
     ema_decay: float = 0.9998             # EMA decay per optimiser step
     log_interval: int = 50                # optimiser steps between TensorBoard train scalars
-    keep_last: int = 2                    # epoch checkpoints kept (the best by top-1 is kept too)
+    keep_last: int = 2                    # epoch checkpoints kept (the best one is kept too)
+    best_by: str = "model"                # model | ema: the best checkpoint by the model's or the EMA's top-1
     output_dir: Optional[str] = None      # run folder; null = runs/<recipe name>
     compile: bool = False                 # torch.compile the model
     threads: Optional[int] = None         # torch threads per process on CPU; null = torch's choice
@@ -158,7 +160,7 @@ SECTIONS: dict[str, type] = dict(typing.get_type_hints(Config))
 # Values a field may take where its type alone is too loose; checked again (with live registries) at build time.
 CHOICES = {("data", "name"): ("synthetic", "imagefolder", "ffcv"), ("init", "parameterise"): ("none", "dog"),
            ("train", "precision"): ("no", "bf16", "fp16"), ("optim", "clip_mode"): ("norm", "value"),
-           ("augment", "re_mode"): ("const", "rand", "pixel")}
+           ("augment", "re_mode"): ("const", "rand", "pixel"), ("train", "best_by"): ("model", "ema")}
 
 
 # ------------------------------------------------------------------------------------------ type checking
@@ -202,10 +204,18 @@ def _coerce(value, hint, key: str):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif hint is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):   # YAML 1.1 reads 1e-3 as text
-            return float(value)
+            number = float(value)
+        elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):   # YAML 1.1 reads 1e-3 as text
+            number = float(value)
+        elif isinstance(value, str) and value.strip().lower().lstrip("+-.") in ("nan", "inf", "infinity"):
+            number = float("nan")   # "nan" / "inf" as text: refused below like YAML's .nan / .inf
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"{key} must be a finite number, got {value!r} (no setting of this trainer "
+                                  "gives infinity or NaN a meaning)")
+            return number
     elif hint is str:
         if isinstance(value, str):
             return value
@@ -247,7 +257,12 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
         base = raw.pop("base")
         if not isinstance(base, str):
             raise ConfigError(f"'base' in {str(path)!r} must be a recipe path, got {base!r}")
-        merged = _read_yaml(path.parent / base, chain + (path.resolve(),))
+        base_path = path.parent / base
+        if not base_path.is_file():
+            raise ConfigError(f"recipe {str(path)!r} names base: {base!r}, but {str(base_path)!r} "
+                              + ("is not a file" if base_path.exists() else "does not exist")
+                              + " (base is a path relative to the recipe's folder)")
+        merged = _read_yaml(base_path, chain + (path.resolve(),))
     for section, values in raw.items():
         if not isinstance(values, dict):
             raise ConfigError(f"section {section!r} in {str(path)!r} must be a mapping of keys, got {values!r}")
@@ -298,6 +313,10 @@ def validate(cfg: Config) -> Config:
         section, key = dotted.split(".")
         return getattr(getattr(cfg, section), key)
 
+    for section in SECTIONS:
+        for key, value in vars(getattr(cfg, section)).items():
+            if isinstance(value, list) and any(isinstance(v, float) and not math.isfinite(v) for v in value):
+                raise ConfigError(f"{section}.{key} must hold finite numbers, got {value}")
     for dotted in _POSITIVE:
         if not get(dotted) > 0:
             raise ConfigError(f"{dotted} must be > 0, got {get(dotted)!r}")
@@ -315,6 +334,8 @@ def validate(cfg: Config) -> Config:
                           f"{cfg.data.std}")
     if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in cfg.tracking.at_steps):
         raise ConfigError(f"tracking.at_steps must be a list of positive step numbers, got {cfg.tracking.at_steps}")
+    if cfg.train.best_by == "ema" and not cfg.train.ema:
+        raise ConfigError("train.best_by ema needs train.ema true (there is no EMA to rank checkpoints by)")
     if cfg.train.precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.precision fp16 needs a CUDA GPU (none here); use bf16 or no")
     try:

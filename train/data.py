@@ -2,32 +2,33 @@
 synthetic set for the demo and the tests, all through timm's transforms and mixup.
 
 Everything that can be checked before training is checked when the data are built (missing folders, splits without
-classes, empty class folders, classes that differ between splits), with a message naming the path. An image that
-cannot be decoded during training raises ``UnreadableImage`` naming the file, or, with ``data.skip_bad``, is skipped
-and counted (the count travels with each batch and is logged).
+classes, empty class folders, classes that differ between splits, symlink loops), with a message naming the path.
+An image that cannot be decoded during training (or has pixels with no 8-bit meaning, e.g. floats) raises
+``UnreadableImage`` naming the file, or, with ``data.skip_bad``, is skipped and counted (the count travels with each
+batch and is logged): evaluation batches drop it, training batches refill its place from the same batch.
 """
 from __future__ import annotations
 
+import functools
+import multiprocessing
+import multiprocessing.context
 import os
+import signal
+import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from timm.data import Mixup, create_transform
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
-from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .config import Config, ConfigError
+from .image_files import CheckedImageFolder, UnreadableImage, check_image_folder, class_files, load_image
 
 __all__ = ["DataBundle", "UnreadableImage", "SyntheticImages", "CheckedImageFolder", "check_image_folder",
-           "balanced_subset", "build_transforms", "build_data", "build_mixup", "collate_skipping"]
-
-
-class UnreadableImage(RuntimeError):
-    """An image file that PIL cannot decode; the message starts with the file's path."""
+           "class_files", "load_image", "balanced_subset", "build_transforms", "build_data", "build_mixup",
+           "collate_skipping", "collate_refilling", "worker_options"]
 
 
 @dataclass
@@ -82,46 +83,6 @@ class SyntheticImages(Dataset):
         return (self.transform(img) if self.transform else img), self.targets[index]
 
 
-class CheckedImageFolder(ImageFolder):
-    """torchvision's ImageFolder whose decoding errors name the file, or are skipped (item ``None``)."""
-
-    def __init__(self, root, transform=None, skip_bad: bool = False):
-        super().__init__(root, transform=transform)
-        self.skip_bad = skip_bad
-
-    def __getitem__(self, index: int):
-        path, target = self.samples[index]
-        try:
-            sample = self.loader(path)
-        except Exception as err:   # PIL raises UnidentifiedImageError, OSError (truncated), ValueError, ...
-            if self.skip_bad:
-                return None
-            raise UnreadableImage(f"{path}: cannot decode this image ({type(err).__name__}: {err}); remove or "
-                                  "replace it, or set data.skip_bad true to skip unreadable images") from None
-        return (self.transform(sample) if self.transform else sample), target
-
-
-def check_image_folder(root: str | None, split: str) -> Path:
-    """The split folder ``root/split``, or ConfigError naming what is wrong with it."""
-    if not root:
-        raise ConfigError("data.root is not set; imagefolder data need a folder with train/ and val/ class folders")
-    base = Path(root)
-    if not base.is_dir():
-        raise ConfigError(f"data.root {root!r} " + ("is not a folder" if base.exists() else "does not exist"))
-    folder = base / split
-    if not folder.is_dir():
-        present = sorted(p.name for p in base.iterdir() if p.is_dir())
-        raise ConfigError(f"data.root {root!r} has no split folder {split!r}; it holds: "
-                          f"{', '.join(present) or 'no folders'} (set data.train_split / data.val_split)")
-    classes = sorted(p for p in folder.iterdir() if p.is_dir())
-    if not classes:
-        raise ConfigError(f"split folder {str(folder)!r} has no class folders (expected {folder}/<class>/<image>)")
-    for c in classes:
-        if not any(e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS) for e in os.scandir(c)):
-            raise ConfigError(f"class folder {str(c)!r} holds no images ({' '.join(IMG_EXTENSIONS)})")
-    return folder
-
-
 def balanced_subset(targets, n: int | None, num_classes: int, seed: int, what: str) -> np.ndarray | None:
     """Indices of a fixed subset of ``n`` items, ``n // C`` per class (the first ``n % C`` classes one more),
     drawn with ``seed``; None for the whole set."""
@@ -163,13 +124,92 @@ def build_mixup(cfg: Config, num_classes: int) -> Mixup | None:
                  label_smoothing=a.label_smoothing, num_classes=num_classes)
 
 
-def collate_skipping(batch):
-    """Default collation of the readable items; the third element counts the items skipped as unreadable."""
+def _readable(batch: list) -> list:
     good = [item for item in batch if item is not None]
     if not good:
         raise UnreadableImage(f"every image of a batch of {len(batch)} was unreadable; check the data folder")
+    return good
+
+
+def collate_skipping(batch):
+    """Evaluation collation: the readable items only (a stand-in would count an image twice in the accuracy); the
+    third element counts the items skipped as unreadable."""
+    good = _readable(batch)
     images, targets = default_collate(good)
     return images, targets, torch.tensor(len(batch) - len(good))
+
+
+def collate_refilling(batch):
+    """Training collation: each unreadable item takes a copy of the batch's readable items in turn (first hole the
+    first readable item, second the second, ...), so every batch keeps its size: timm's Mixup pairs images and
+    needs an even batch, and compiled graphs and cudnn plans keep one shape. The third element counts the holes."""
+    good = _readable(batch)
+    holes = 0
+    filled = []
+    for item in batch:
+        if item is None:
+            item, holes = good[holes % len(good)], holes + 1
+        filled.append(item)
+    images, targets = default_collate(filled)
+    return images, targets, torch.tensor(holes)
+
+
+# ------------------------------------------------------------------------------------------ worker signals
+# Ctrl-C and SIGTERM sent to the whole process group (a terminal, SLURM, `kill -TERM -PGID`) would end the DataLoader
+# workers first, and the main process would die of "DataLoader worker killed" instead of stopping resumably (it
+# shuts its workers down itself, and workers exit when their parent dies). But the parent's own SIGTERM must still
+# end a worker: it is multiprocessing's terminate(), which torch and the interpreter's exit use on workers that did
+# not stop, and a worker ignoring it hangs the parent's exit.
+_STOPS = {signal.SIGINT, signal.SIGTERM}
+
+
+class _ForkProcessHoldingStops(multiprocessing.context.ForkProcess):
+    """A forked worker born with SIGINT and SIGTERM blocked, so a stop signal in the instant before its
+    ``worker_init_fn`` runs waits for it instead of killing it."""
+
+    def start(self) -> None:
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+        try:
+            super().start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)   # a signal that came meanwhile reaches us now
+
+
+class _ForkContextHoldingStops(multiprocessing.context.ForkContext):
+    Process = _ForkProcessHoldingStops
+
+
+def _ignore_stops_but_parents(parent: int, worker_id: int) -> None:
+    """``worker_init_fn``: ignore SIGINT, and every SIGTERM not sent by ``parent`` (blocked, read by a thread)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})          # drops one held since the fork
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})           # threads started from now inherit it
+    threading.Thread(target=_obey_sigterm_from, args=(parent,), name="sigterm", daemon=True).start()
+
+
+def _obey_sigterm_from(parent: int) -> None:
+    while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:
+        pass      # the process group's: the main process stops and shuts this worker down
+    os._exit(0)   # the parent's terminate(); status 0, so the parent's SIGCHLD check sees no crashed worker
+
+
+def worker_options(workers: int) -> dict:
+    """DataLoader options for ``workers`` processes: a ``worker_init_fn`` by which workers ignore SIGINT and any
+    SIGTERM but their parent's, and (where workers fork) a context that forks them with both signals held. Both
+    draw no random numbers, so torch's per-worker seeding, and resumed runs, are unchanged. Nothing without workers,
+    or without ``signal.sigwaitinfo`` (macOS), where the sender of a SIGTERM cannot be read."""
+    if workers == 0 or not hasattr(signal, "sigwaitinfo"):
+        return {}
+    method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+    return dict(worker_init_fn=functools.partial(_ignore_stops_but_parents, os.getpid()),
+                multiprocessing_context=_ForkContextHoldingStops() if method == "fork" else None)
+
+
+def _check_mixup_batch(cfg: Config) -> None:
+    a = cfg.augment
+    if a.enabled and (a.mixup > 0 or a.cutmix > 0) and cfg.data.batch_size % 2:
+        raise ConfigError(f"data.batch_size {cfg.data.batch_size} must be even for mixup / cutmix (timm's Mixup "
+                          "pairs images)")
 
 
 # ------------------------------------------------------------------------------------------ loaders
@@ -193,6 +233,7 @@ def _datasets(cfg: Config, train_tf, eval_tf):
 def build_data(cfg: Config, accelerator) -> DataBundle:
     """Loaders for ``cfg.data``, prepared by ``accelerator`` (sharded per process, seedable order per epoch)."""
     d = cfg.data
+    _check_mixup_batch(cfg)
     if d.name == "ffcv":
         from .ffcv_data import build_ffcv
         return build_ffcv(cfg, accelerator)
@@ -207,9 +248,11 @@ def build_data(cfg: Config, accelerator) -> DataBundle:
                           f"{accelerator.num_processes} processes); lower data.batch_size")
     # Workers are not persistent: each epoch's workers are seeded from the restored RNG, so a resumed run draws
     # exactly the augmentations an uninterrupted one would.
-    common = dict(num_workers=d.workers, collate_fn=collate_skipping, pin_memory=torch.cuda.is_available())
-    train_loader = DataLoader(train, batch_size=d.batch_size, shuffle=True, drop_last=True, **common)
-    val_loader = DataLoader(val, batch_size=d.eval_batch_size or 2 * d.batch_size, shuffle=False, **common)
+    common = dict(num_workers=d.workers, pin_memory=torch.cuda.is_available(), **worker_options(d.workers))
+    train_loader = DataLoader(train, batch_size=d.batch_size, shuffle=True, drop_last=True,
+                              collate_fn=collate_refilling, **common)
+    val_loader = DataLoader(val, batch_size=d.eval_batch_size or 2 * d.batch_size, shuffle=False,
+                            collate_fn=collate_skipping, **common)
     train_loader, val_loader = accelerator.prepare(train_loader, val_loader)
     return DataBundle(train_loader, val_loader, num_classes, len(train), len(val),
                       f"{what}: {len(train)} train / {len(val)} val images, {num_classes} classes, "

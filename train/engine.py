@@ -7,9 +7,10 @@ the padding.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Collection
 
 import torch
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
@@ -17,7 +18,8 @@ from tqdm.auto import tqdm
 
 from .signals import STOP
 
-__all__ = ["TrainState", "build_loss", "train_one_epoch", "evaluate"]
+__all__ = ["TrainState", "Diverged", "build_loss", "updates_per_epoch", "train_one_epoch", "evaluate",
+           "plain_model"]
 
 
 @dataclass
@@ -25,8 +27,14 @@ class TrainState:
     """Counters saved with every checkpoint (``accelerator.register_for_checkpointing``)."""
     epoch: int = 0             # completed epochs
     step: int = 0              # optimiser steps taken
-    best_top1: float = -1.0    # best validation top-1 so far, %
+    best_top1: float = -1.0    # best validation top-1 so far (the model's or the EMA's: train.best_by), %
     best_epoch: int = -1
+    # The run's geometry, which fixes its schedule and data order: a resume that changes it is refused
+    # (``--rescale-schedule`` accepts it). None in checkpoints written before these were recorded.
+    batch_size: int | None = None      # per process
+    processes: int | None = None
+    accumulation: int | None = None
+    updates_per_epoch: int | None = None
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -44,30 +52,59 @@ def build_loss(label_smoothing: float, mixup: bool) -> torch.nn.Module:
     return LabelSmoothingCrossEntropy(label_smoothing) if label_smoothing > 0 else torch.nn.CrossEntropyLoss()
 
 
+class Diverged(RuntimeError):
+    """The loss or the weights stopped being finite; ``step`` is the first optimiser step whose loss was not."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+def updates_per_epoch(batches: int, accumulation: int) -> int:
+    """Optimiser updates in an epoch of ``batches`` micro-batches: ceil(batches / accumulation), the last window
+    shorter when ``accumulation`` does not divide ``batches`` (as timm's train.py)."""
+    return max(-(-batches // accumulation), 1)
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, state: TrainState, *, epoch: int,
-                    epochs: int, clip_grad: float | None = None, clip_mode: str = "norm", mixup=None, ema=None,
-                    log_interval: int = 50, log: Callable[[dict, int], None] | None = None,
-                    on_step: Callable[[int], None] | None = None) -> dict:
-    """Train ``model`` for one pass over ``loader``; returns the epoch's mean loss, last lr, images/s, skips."""
+                    epochs: int, accumulation: int = 1, first_update: int = 0, clip_grad: float | None = None,
+                    clip_mode: str = "norm", mixup=None, ema=None, log_interval: int = 50,
+                    log: Callable[[dict, int], None] | None = None, on_step: Callable[[int], None] | None = None,
+                    check_at: Collection[int] = ()) -> dict:
+    """Train ``model`` for one pass over ``loader``; returns the epoch's mean loss, last lr, images/s, skips.
+
+    Gradients are accumulated over windows of ``accumulation`` micro-batches, the last window of the epoch over
+    what is left; each window's loss is divided by its own length, so every update averages its micro-batches.
+    Windows never cross an epoch (any loader: prepared, FFCV). The schedule is at update ``first_update + u`` after
+    the epoch's u-th update. A non-finite loss is noticed without a device sync per step (a flag on the device, read
+    at the log interval, at the ``check_at`` steps and at the end, all processes together) and raises ``Diverged``.
+    """
     model.train()
     device = accelerator.device
+    batches = len(loader)
     total_loss = torch.zeros((), device=device)
     seen = torch.zeros((), device=device)
     skipped = torch.zeros((), dtype=torch.long, device=device)
+    first_bad = torch.full((), _NONE, dtype=torch.long, device=device)   # first micro-batch with a non-finite loss
     window_loss, window_n, window_images = torch.zeros((), device=device), 0, 0
     window_start = start = time.perf_counter()
-    images = 0
+    images = updates = 0
+    first_step = state.step
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
                disable=not accelerator.is_main_process)
-    for x, y, n_bad in bar:
+    for i, (x, y, n_bad) in enumerate(bar):
         STOP.check()   # a Ctrl-C that Python dropped inside a __del__ still ends the run here
         batch = len(x)
         if mixup is not None:
             x, y = mixup(x, y)
-        with accelerator.accumulate(model):
+        opened = i - i % accumulation
+        window = min(accumulation, batches - opened)
+        sync = i + 1 == opened + window
+        with contextlib.nullcontext() if sync else accelerator.no_sync(model):
             loss = loss_fn(model(x), y)
-            accelerator.backward(loss)
-            if clip_grad is not None and accelerator.sync_gradients:
+            accelerator.backward(loss / window if window > 1 else loss)
+        if sync:
+            if clip_grad is not None:
                 if clip_mode == "value":
                     accelerator.clip_grad_value_(model.parameters(), clip_grad)
                 else:
@@ -75,6 +112,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, s
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         detached = loss.detach()
+        first_bad = torch.where((first_bad == _NONE) & ~torch.isfinite(detached), i, first_bad)
         total_loss += detached * batch
         seen += batch
         skipped += n_bad
@@ -82,13 +120,15 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, s
         window_n += 1
         window_images += batch * accelerator.num_processes
         images += batch * accelerator.num_processes
-        if not accelerator.sync_gradients:
+        if not sync:
             continue
         state.step += 1
-        scheduler.step_update(num_updates=state.step)
+        updates += 1
+        scheduler.step_update(num_updates=first_update + updates)
         if ema is not None:
-            ema.update(accelerator.unwrap_model(model), step=state.step)
+            ema.update(plain_model(accelerator, model), step=state.step)
         if state.step % log_interval == 0:
+            _check_finite(accelerator, first_bad, first_step, accumulation, epoch)
             now = time.perf_counter()
             stats = {"train/loss": (window_loss / window_n).item(), "train/lr": optimizer.param_groups[0]["lr"],
                      "train/images_per_s": window_images / max(now - window_start, 1e-9)}
@@ -98,13 +138,44 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, s
                 log(stats, state.step)
             window_loss.zero_()
             window_n, window_images, window_start = 0, 0, now
+        elif state.step in check_at:
+            _check_finite(accelerator, first_bad, first_step, accumulation, epoch)
         if on_step is not None:
             on_step(state.step)
     bar.close()
+    _check_finite(accelerator, first_bad, first_step, accumulation, epoch, model=model)
     seconds = time.perf_counter() - start
     total_loss, seen, skipped = (accelerator.reduce(t, "sum") for t in (total_loss, seen, skipped))
     return {"train_loss": (total_loss / seen.clamp_min(1)).item(), "lr": optimizer.param_groups[0]["lr"],
             "images_per_s": images / max(seconds, 1e-9), "train_seconds": seconds, "skipped_images": int(skipped)}
+
+
+_NONE = 2**62   # "no bad micro-batch yet": larger than any index, so the minimum over processes is the first bad one
+
+
+def _check_finite(accelerator, first_bad: torch.Tensor, first_step: int, accumulation: int, epoch: int,
+                  model=None) -> None:
+    """Diverged, on every process alike, when some process saw a non-finite loss (or holds non-finite weights)."""
+    flags = first_bad.view(1)
+    if model is not None:
+        finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+        flags = torch.cat([flags, torch.tensor([0 if finite else 1], device=flags.device)])
+    gathered = accelerator.gather(flags).view(-1, len(flags))
+    first = int(gathered[:, 0].min())
+    if first != _NONE:
+        step = first_step + first // accumulation + 1
+        raise Diverged(f"the training loss was not finite at optimiser step {step} (epoch {epoch + 1})", step)
+    if model is not None and int(gathered[:, 1].max()):
+        raise Diverged(f"the weights hold non-finite values after epoch {epoch + 1} although every loss was "
+                       "finite", first_step + 1)
+
+
+def plain_model(accelerator, model: torch.nn.Module) -> torch.nn.Module:
+    """The model without Accelerate's wrappers (DDP, mixed precision) and without ``torch.compile``'s
+    ``OptimizedModule``, whose state-dict keys carry ``_orig_mod.``: what the EMA copies, the census reads and the
+    final weights are saved from."""
+    model = accelerator.unwrap_model(model)
+    return getattr(model, "_orig_mod", model)
 
 
 @torch.no_grad()

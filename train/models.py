@@ -17,7 +17,7 @@ from dog_init import InitReport, dog_init_, get_init, list_inits
 
 from .config import Config, ConfigError
 
-__all__ = ["check_model_name", "build_model"]
+__all__ = ["check_model_name", "build_model", "check_input_size"]
 
 
 def check_model_name(name: str) -> None:
@@ -61,7 +61,10 @@ def build_model(cfg: Config, num_classes: int) -> tuple[nn.Module, InitReport | 
         raise ConfigError(f"model.kwargs {cfg.model.kwargs} do not fit timm model {cfg.model.name!r}: {err}") from None
     if cfg.model.checkpoint:
         _load_weights(model, cfg.model.checkpoint)
-    report = _initialise(model, cfg)
+    try:
+        report = _initialise(model, cfg)
+    except ValueError as err:   # e.g. init.name dog on a model without depthwise convs; dog_init names the case
+        raise ConfigError(f"init {cfg.init.name!r} on {cfg.model.name!r}: {err}") from None
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, report
@@ -102,3 +105,22 @@ def _load_weights(model: nn.Module, path: str) -> None:
                           f"{len(wrong)} mis-shaped, {len(unexpected)} unexpected and {len(missing)} missing "
                           f"tensors, e.g. {(wrong + unexpected + missing)[:3]}")
     model.load_state_dict({k: v for k, v in state.items() if v.shape == own[k].shape}, strict=False)
+
+
+def check_input_size(model: nn.Module, cfg: Config) -> None:
+    """ConfigError when ``data.img_size`` images cannot pass through ``model`` (smaller than its patch or stem):
+    one image, in eval mode (no statistics move, no random draw), before any training step or file is written."""
+    size = cfg.data.img_size
+    was_training = model.training
+    x = torch.zeros(1, 3, size, size)
+    if cfg.model.channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            model.eval()(x)
+    except (RuntimeError, ValueError, AssertionError) as err:
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"data.img_size {size} does not fit model {cfg.model.name!r}: a {size}x{size} image "
+                          f"cannot pass through it ({first}); use a larger data.img_size") from None
+    finally:
+        model.train(was_training)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +53,9 @@ class JsonLines:
         return records
 
     def _write(self, records: list[dict]) -> None:
+        # JSON has no NaN / Infinity: a non-finite number is written as null, which every parser reads.
         with atomic_path(self.path) as tmp:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+            tmp.write_text("".join(json.dumps(_finite(r), allow_nan=False) + "\n" for r in records))
 
     def keep_until(self, step: int) -> None:
         """Drop records after ``step`` (those a resumed run will write again)."""
@@ -63,6 +65,17 @@ class JsonLines:
     def append(self, record: dict) -> None:
         key = tuple(record.get(k) for k in self.key)
         self._write([r for r in self.read() if tuple(r.get(k) for k in self.key) != key] + [record])
+
+
+def _finite(value):
+    """``value`` with every non-finite float replaced by None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 @dataclass
@@ -223,7 +236,9 @@ class Tracker:
                           for stat, value in values.items() if stat != "count" and value is not None}, step)
         if self.histograms:
             for i, (_, _, kernels, _) in enumerate(result.layers):
-                self.writer.add_histogram(f"depthwise/layer_{i}", kernels, step)
+                finite = kernels[np.isfinite(kernels)]   # TensorBoard cannot bin NaN / inf
+                if finite.size:
+                    self.writer.add_histogram(f"depthwise/layer_{i}", finite, step)
         if self.figures and result.layers:
             self._figures(result, step, prefix)
 
@@ -259,6 +274,11 @@ class Tracker:
                      record["step"])
         self.scalars({"train/epoch_loss": record["train_loss"], "time/epoch_s": record["epoch_seconds"]},
                      record["step"])
+
+    def last_metrics(self) -> dict | None:
+        """The newest metrics.jsonl line (what a run resumed past its last epoch returns), or None."""
+        records = self.metrics_log.read()
+        return max(records, key=lambda r: r.get("epoch", 0)) if records else None
 
     def close(self) -> None:
         if self.writer is not None:

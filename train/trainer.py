@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shlex
 import time
 import warnings
 from pathlib import Path
@@ -18,16 +19,19 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
+from timm.utils import distribute_bn
 
 from dog_init import bake_
 from dog_init.preview import atomic_path
 
-from .checkpoint import CheckpointError, CheckpointManager, save_weights
+from .checkpoint import CheckpointError, CheckpointManager, CheckpointMismatch, epoch_folders, save_weights
 from .config import Config, ConfigError, flat, to_yaml, validate
 from .data import build_data, build_mixup
-from .engine import TrainState, build_loss, evaluate, train_one_epoch
-from .models import build_model
+from .engine import (Diverged, TrainState, build_loss, evaluate, plain_model, train_one_epoch,
+                     updates_per_epoch)
+from .models import build_model, check_input_size
 from .optim import build_optimizer, build_scheduler
+from .run_folder import RunFolder, check_start
 from .signals import STOP
 from .tracking import Tracker
 
@@ -36,9 +40,11 @@ __all__ = ["fit", "make_accelerator", "output_dir"]
 
 def make_accelerator(cfg: Config) -> Accelerator:
     """CPU (gloo for several processes) when CUDA is absent; seedable per-epoch data order; timm schedulers are
-    stepped by the loop, not by Accelerate."""
+    stepped by the loop, not by Accelerate; gradient accumulation is the loop's too (``engine.train_one_epoch``)."""
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True   # fixed input shapes: let cuDNN pick its fastest kernels once
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.precision,
-                       gradient_accumulation_steps=cfg.optim.accumulation, step_scheduler_with_optimizer=False,
+                       step_scheduler_with_optimizer=False,
                        dynamo_backend="inductor" if cfg.train.compile else None,
                        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed))
 
@@ -47,106 +53,157 @@ def output_dir(cfg: Config, recipe: str | None) -> Path:
     return Path(cfg.train.output_dir or Path("runs") / (Path(recipe).stem if recipe else "train"))
 
 
-def _check_output(out: Path, resume: str | None) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output dir {str(out)!r} exists and is not a folder")
+def fit(cfg: Config, resume: str | None = None, recipe: str | None = None, rescale_schedule: bool = False) -> dict:
+    """Train as ``cfg`` says; returns the last epoch's metrics.
+
+    Raises ConfigError before writing anything (a bad setting, a run folder in use, a checkpoint that does not fit,
+    a resume that changes the batch geometry without ``rescale_schedule``), Diverged when the loss stops being
+    finite (the last good checkpoint is kept), and KeyboardInterrupt on Ctrl-C / SIGTERM (after finishing a
+    checkpoint being written)."""
+    STOP.install()
+    try:
+        return _fit(cfg, resume, recipe, rescale_schedule)
+    finally:
+        STOP.uninstall()
+
+
+def _fit(cfg: Config, resume: str | None, recipe: str | None, rescale_schedule: bool) -> dict:
+    validate(cfg)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    out = output_dir(cfg, recipe)
+    check_start(out, resume)
     if resume not in (None, "auto"):
         try:
             CheckpointManager.verify(Path(resume))
         except CheckpointError as err:
             raise ConfigError(f"--resume {resume!r}: {err}") from None
-    if resume is None and ((out / "config.yaml").exists() or (out / "checkpoints").exists()):
-        raise ConfigError(f"output dir {str(out)!r} holds a run; pass --resume auto to continue it or choose "
-                          "another --output-dir")
-
-
-def fit(cfg: Config, resume: str | None = None, recipe: str | None = None) -> dict:
-    """Train as ``cfg`` says; returns the last epoch's metrics. Raises ConfigError before writing anything, and
-    KeyboardInterrupt on Ctrl-C / SIGTERM (after finishing a checkpoint being written)."""
-    STOP.install()
-    try:
-        return _fit(cfg, resume, recipe)
-    finally:
-        STOP.uninstall()
-
-
-def _fit(cfg: Config, resume: str | None, recipe: str | None) -> dict:
-    validate(cfg)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    out = output_dir(cfg, recipe)
-    _check_output(out, resume)
     accelerator = make_accelerator(cfg)
-    say = accelerator.print
+    folder = RunFolder(out, main=accelerator.is_main_process).claim()
+    try:
+        run = _prepare(cfg, accelerator, out, resume, rescale_schedule)
+    except BaseException:
+        folder.abandon()   # refused before anything was written: leave the folder as it was
+        raise
+    try:
+        return _train(cfg, accelerator, out, run)
+    finally:
+        folder.release()
+
+
+def _prepare(cfg: Config, accelerator, out: Path, resume: str | None, rescale_schedule: bool) -> dict:
+    """Everything that can refuse the run, without writing: data, model, optimiser, schedule, the checkpoint."""
     data = build_data(cfg, accelerator)
     model, init_report = build_model(cfg, data.num_classes)
+    check_input_size(model, cfg)
     set_seed(cfg.train.seed, device_specific=True)   # augmentation / mixup streams differ per process
-
     optimizer = build_optimizer(cfg, model)
     model, optimizer = accelerator.prepare(model, optimizer)
-    updates_per_epoch = max(len(data.train) // cfg.optim.accumulation, 1)
-    scheduler = build_scheduler(cfg, optimizer, updates_per_epoch)
+    per_epoch = updates_per_epoch(len(data.train), cfg.optim.accumulation)
+    scheduler = build_scheduler(cfg, optimizer, per_epoch)
     ema = None
     if cfg.train.ema:
         from timm.utils import ModelEmaV3
-        ema = ModelEmaV3(accelerator.unwrap_model(model), decay=cfg.train.ema_decay)
+        ema = ModelEmaV3(plain_model(accelerator, model), decay=cfg.train.ema_decay)
     state = TrainState()
-    for obj in (scheduler, state) + ((ema,) if ema is not None else ()):
+    # The schedule is a function of the configuration and the update count, so it is rebuilt, not restored; its
+    # slot stays so that checkpoints keep their layout.
+    for obj in (RebuiltOnLoad(scheduler), state) + ((ema,) if ema is not None else ()):
         accelerator.register_for_checkpointing(obj)
+    checkpoints = CheckpointManager(out, accelerator, cfg.train.keep_last)
+    resumed = None
+    if resume is not None:
+        try:
+            resumed = checkpoints.load(resume)
+        except CheckpointMismatch as err:
+            raise ConfigError(f"{err}{_model_change(out, cfg)}; nothing in {str(out)!r} was changed") from None
+    geometry = {"batch_size": cfg.data.batch_size, "processes": accelerator.num_processes,
+                "accumulation": cfg.optim.accumulation, "updates_per_epoch": per_epoch}
+    if resumed is not None:
+        _check_geometry(state, geometry, resumed, rescale_schedule)
+    vars(state).update(geometry)
+    scheduler.step(state.epoch)   # the lr where the run stands (per-epoch and per-update schedules alike)
+    scheduler.step_update(state.epoch * per_epoch)
+    return dict(data=data, model=model, init_report=init_report, optimizer=optimizer, scheduler=scheduler, ema=ema,
+                state=state, checkpoints=checkpoints, resume=resume, resumed=resumed, per_epoch=per_epoch)
 
-    # Everything that can refuse a setting (data, model, optimiser, schedule) has been built: now write.
+
+def _train(cfg: Config, accelerator, out: Path, run: dict) -> dict:
+    data, model, optimizer, scheduler, ema, state = (run[k] for k in ("data", "model", "optimizer", "scheduler",
+                                                                       "ema", "state"))
+    checkpoints, resumed, init_report = run["checkpoints"], run["resumed"], run["init_report"]
+    say = accelerator.print
+    # Everything that can refuse a setting has been built and the checkpoint loaded: now write.
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        if resume is not None and (out / "config.yaml").is_file():
+        if resumed is not None and (out / "config.yaml").is_file():
             _warn_changes((out / "config.yaml").read_text(), to_yaml(cfg))
         with atomic_path(out / "config.yaml") as tmp:
             tmp.write_text(to_yaml(cfg))
-        if init_report is not None:
+        if init_report is not None and resumed is None:
             init_report.to_json(out / "init_report.json")
-
-    checkpoints = CheckpointManager(out, accelerator, cfg.train.keep_last)
     checkpoints.clean_partial()
-    resumed = checkpoints.load(resume) if resume is not None else None
     say(f"resumed from {resumed} (epoch {state.epoch}, step {state.step})" if resumed else
-        f"{'no checkpoint to resume; ' if resume else ''}starting {cfg.model.name} ({_init_label(cfg)}) in {out}")
+        f"{'no checkpoint to resume; ' if run['resume'] else ''}starting {cfg.model.name} "
+        f"({_init_label(cfg)}) in {out}")
     say(data.description)
     t = cfg.tracking
     tracker = Tracker(out, accelerator, figures=t.figures, histograms=t.histograms, fit=t.fit,
                       samples_per_family=t.samples_per_family, resume_step=state.step if resumed else None, log=say)
-    if not resumed:
+    try:
+        record = _epochs(cfg, accelerator, out, run, tracker)
+    finally:
+        tracker.close()
+    return record
+
+
+def _epochs(cfg: Config, accelerator, out: Path, run: dict, tracker: Tracker) -> dict:
+    data, model, optimizer, scheduler, ema, state = (run[k] for k in ("data", "model", "optimizer", "scheduler",
+                                                                       "ema", "state"))
+    checkpoints, say, t = run["checkpoints"], accelerator.print, cfg.tracking
+    if run["resumed"] is None:
         tracker.text("config", to_yaml(cfg))
         tracker.hparams(flat(cfg))
-        if init_report is not None:
-            tracker.text("init", init_report.summary())
+        if run["init_report"] is not None:
+            tracker.text("init", run["init_report"].summary())
 
     def census(kind: str) -> dict | None:
         if not t.census:
             return None
-        return tracker.take_census(accelerator.unwrap_model(model), epoch=state.epoch, step=state.step, kind=kind,
+        return tracker.take_census(plain_model(accelerator, model), epoch=state.epoch, step=state.step, kind=kind,
                                    ema=ema.module if ema is not None and t.ema else None)
 
-    if not resumed:
+    if run["resumed"] is None:
         census("epoch")
     at_steps = set(t.at_steps)
     mixup = build_mixup(cfg, data.num_classes)
     loss_fn = build_loss(cfg.augment.label_smoothing if cfg.augment.enabled else 0.0, mixup is not None)
-    record = {}
+    record = tracker.last_metrics() or {}
     for epoch in range(state.epoch, cfg.train.epochs):
         started = time.perf_counter()
         if hasattr(data.train, "set_epoch"):
             data.train.set_epoch(epoch)
-        stats = train_one_epoch(model, data.train, optimizer, scheduler, loss_fn, accelerator, state, epoch=epoch,
-                                epochs=cfg.train.epochs, clip_grad=cfg.optim.clip_grad, clip_mode=cfg.optim.clip_mode,
-                                mixup=mixup, ema=ema, log_interval=cfg.train.log_interval, log=tracker.scalars,
-                                on_step=lambda step: census("step") if step in at_steps else None)
+        try:
+            stats = train_one_epoch(
+                model, data.train, optimizer, scheduler, loss_fn, accelerator, state, epoch=epoch,
+                epochs=cfg.train.epochs, accumulation=cfg.optim.accumulation, first_update=epoch * run["per_epoch"],
+                clip_grad=cfg.optim.clip_grad, clip_mode=cfg.optim.clip_mode, mixup=mixup, ema=ema,
+                log_interval=cfg.train.log_interval, log=tracker.scalars, check_at=at_steps,
+                on_step=lambda step: census("step") if step in at_steps else None)
+        except Diverged as err:
+            raise Diverged(f"{err}; stopped. {_last_good(out)} Lower optim.lr, or set optim.clip_grad", err.step) \
+                from None
         metrics = evaluate(model, data.val, accelerator, prepared=data.prepared)
         scheduler.step(epoch + 1)   # per-epoch schedules (per-step ones moved with every update)
         if ema is not None:
-            ema_metrics = evaluate(ema.module, data.val, accelerator, prepared=data.prepared, desc="eval EMA")
-            metrics.update({f"ema_{k}": v for k, v in ema_metrics.items() if k in ("top1", "top5")})
+            if accelerator.num_processes > 1:   # each process's EMA copied its own BatchNorm statistics
+                distribute_bn(ema.module, accelerator.num_processes, reduce=True)
+            with accelerator.autocast():   # the precision the model is evaluated in
+                ema_metrics = evaluate(ema.module, data.val, accelerator, prepared=data.prepared, desc="eval EMA")
+            metrics.update({f"ema_{k}": v for k, v in ema_metrics.items() if k in ("top1", "top5", "eval_loss")})
         state.epoch = epoch + 1
-        if metrics["top1"] > state.best_top1:
-            state.best_top1, state.best_epoch = metrics["top1"], state.epoch
+        score = metrics["ema_top1" if cfg.train.best_by == "ema" else "top1"]
+        if score > state.best_top1:
+            state.best_top1, state.best_epoch = score, state.epoch
         taken = census("epoch")
         record = {"epoch": state.epoch, "step": state.step, **stats, **metrics,
                   "epoch_seconds": time.perf_counter() - started}
@@ -154,8 +211,51 @@ def _fit(cfg: Config, resume: str | None, recipe: str | None) -> dict:
         say(_epoch_line(record, cfg.train.epochs, taken))
         checkpoints.save(state.epoch, state.step, metrics["top1"], state.best_epoch)
     _finish(cfg, accelerator, model, ema, out, state, say)
-    tracker.close()
     return record
+
+
+class RebuiltOnLoad:
+    """A checkpoint slot for an object rebuilt from the configuration: saved for the record, not loaded back."""
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def state_dict(self) -> dict:
+        return self.obj.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def _check_geometry(state: TrainState, now: dict, folder: Path, rescale: bool) -> None:
+    """ConfigError when the resume changes what the schedule and the data order were built for."""
+    names = {"batch_size": "data.batch_size", "processes": "processes", "accumulation": "optim.accumulation",
+             "updates_per_epoch": "updates per epoch (the training data changed)"}
+    changed = [f"{names[k]} {getattr(state, k)} -> {v}" for k, v in now.items()
+               if getattr(state, k) is not None and getattr(state, k) != v]
+    if changed and not rescale:
+        raise ConfigError(f"resuming {str(folder)!r} changes {', '.join(changed)}: the global batch and the schedule "
+                          "would no longer be the run's. Resume with the run's settings, or pass --rescale-schedule to "
+                          "continue at the same fraction of the schedule in the new units (not bit-exact)")
+
+
+def _model_change(out: Path, cfg: Config) -> str:
+    """'(the run trained X, this configuration builds Y)' when config.yaml says another model."""
+    try:
+        import yaml
+        old = (yaml.safe_load((out / "config.yaml").read_text()) or {}).get("model", {})
+    except (OSError, ValueError, AttributeError):
+        return ""
+    was = (old.get("name"), old.get("kwargs") or {})
+    now = (cfg.model.name, cfg.model.kwargs)
+    return "" if was == now else (f" (the run trained model.name {was[0]} with kwargs {was[1]}; this configuration "
+                                  f"builds {now[0]} with kwargs {now[1]})")
+
+
+def _last_good(out: Path) -> str:
+    found = [folder for _, folder in epoch_folders(out)]
+    return (f"The last good checkpoint, {str(found[0])!r}, is kept (resume with --resume auto)." if found else
+            "No checkpoint had been written (it diverged in the first epoch).")
 
 
 def _init_label(cfg: Config) -> str:
@@ -179,14 +279,14 @@ def _finish(cfg: Config, accelerator, model, ema, out: Path, state: TrainState, 
         return
     meta = {"format": "dog-init-train", "timm_model": cfg.model.name, "model_kwargs": _json(cfg.model.kwargs),
             "epoch": state.epoch, "step": state.step, "best_top1": state.best_top1}
-    models = [("model.safetensors", accelerator.unwrap_model(model))]
+    models = [("model.safetensors", plain_model(accelerator, model))]
     models += [("model_ema.safetensors", ema.module)] if ema is not None else []
     for name, module in models:
         if cfg.init.parameterise == "dog":   # DoGConv2d layers back to plain convs: loads into the timm model
             module = bake_(copy.deepcopy(module))
         save_weights(module, out / name, meta)
     say(f"done: weights {out / 'model.safetensors'}, census {out / 'census.jsonl'}, metrics {out / 'metrics.jsonl'}"
-        f"\nTensorBoard: tensorboard --logdir {out / 'tensorboard'}")
+        f"\nTensorBoard: tensorboard --logdir {shlex.quote(str(out / 'tensorboard'))}")
 
 
 def _json(value) -> str:
