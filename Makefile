@@ -13,10 +13,10 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[all,dev]'
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pkg-config libopencv-dev libturbojpeg0-dev >/dev/null \
-	   && $(PIP) install --quiet -e '.[ffcv,dev]') \
+	   && $(PIP) install --quiet -e '.[all,ffcv,dev]') \
 	  || echo "warning: optional ffcv extra could not be installed; the torchvision data path still works"; \
 	fi
 	touch $(STAMP)
@@ -30,7 +30,7 @@ demo: install
 
 # The bundled classifiers in analysis/weights (needs ../shared/data/kernels; about 21 min on 2 CPU cores).
 classifiers: install
-	$(PY) -m analysis.bundle --sizes 3 5 7
+	$(PY) -m analysis.classify.bundle --sizes 3 5 7
 
 # The README's evidence: the bundled classifiers on the real kernels of ../shared/data/kernels.
 SHARED_KERNELS ?= ../shared/data/kernels

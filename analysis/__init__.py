@@ -8,20 +8,44 @@ Kernels", ICLR 2024, Sections 3-5: extract depthwise kernels, preprocess them on
 >>> clf = KernelClassifier.pretrained(7)
 >>> result = clf.classify(extract_depthwise("timm:convnext_tiny.fb_in1k")[7].kernels)
 >>> result.proportions()["on_centre"]
-"""
-from .autoencoder import AutoencoderConfig, KernelAutoencoder, fit_autoencoder
-from .classifier import DEFAULT_THRESHOLDS, ClassificationResult, KernelClassifier, available_pretrained
-from .fit import FamilyFit, fit_families
-from .kernels import KernelGroup, KernelSet, extract_depthwise, load_kernel_files
-from .kmeans3 import fit_kmeans3, minmax_encode
-from .labels import LABELS, OTHER, UNCLUSTERED, Interval, match_templates, template_bank
-from .preprocess import basis, centre_normalise, from_basis, to_basis
 
-__all__ = [
-    "KernelClassifier", "ClassificationResult", "DEFAULT_THRESHOLDS", "available_pretrained",
-    "extract_depthwise", "load_kernel_files", "KernelSet", "KernelGroup",
-    "AutoencoderConfig", "KernelAutoencoder", "fit_autoencoder", "fit_kmeans3", "minmax_encode",
-    "LABELS", "OTHER", "UNCLUSTERED", "Interval", "match_templates", "template_bank",
-    "basis", "centre_normalise", "to_basis", "from_basis",
-    "fit_families", "FamilyFit",
-]
+The sub-packages go one way: ``core`` and ``kernels`` <- ``classify`` and ``fit`` <- ``report`` <- ``__main__``.
+Every public name is importable from here; each is loaded on first use, so that a light part (the figure style a
+timeline needs) does not pull in torch and scikit-learn.
+"""
+from __future__ import annotations
+
+import importlib
+
+# name -> module (relative to this package) that defines it
+_EXPORTS = {
+    "classify.classifier": ("KernelClassifier", "ClassificationResult", "DEFAULT_THRESHOLDS", "available_pretrained"),
+    "classify.census": ("take_census", "ClassifierChoice", "Census", "LayerCensus", "SizeCensus"),
+    "classify.autoencoder": ("AutoencoderConfig", "KernelAutoencoder", "fit_autoencoder"),
+    "classify.kmeans3": ("fit_kmeans3", "minmax_encode"),
+    "classify.profile": ("measure_profile",),
+    "kernels.extract": ("extract_depthwise", "load_kernel_files", "KernelSet", "KernelGroup", "nonfinite_warning"),
+    "kernels.sources": ("read_state_dict",),
+    "kernels.timm_models": ("create_model",),
+    "core.labels": ("LABELS", "OTHER", "UNCLUSTERED", "Interval", "match_templates", "template_bank"),
+    "core.preprocess": ("basis", "centre_normalise", "to_basis", "from_basis"),
+    "fit.fitting": ("fit_families", "FamilyFit"),
+    "report.folder": ("run_report",),
+    "report.figures": ("kernel_mosaic", "layer_proportions_figure"),
+    "report.style": ("PALETTE", "DEGENERATE", "colour", "pretty", "save_figure"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value   # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

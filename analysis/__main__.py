@@ -18,7 +18,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from dog_init.preview import atomic_path, check_output_file
+from dog_init.files import check_output_file
 
 
 SOURCE_HELP = ("'timm:NAME[.TAG]' (e.g. timm:convnext_tiny.fb_in1k), a weights file (.pt .pth .bin .safetensors) "
@@ -50,9 +50,9 @@ def _classifier_file(text: str) -> str:
 
 def _source(text: str) -> str:
     """A model source; timm names are checked against timm's registry here so typos fail before any loading."""
-    from .kernels import ALLOWED_EXTENSIONS
+    from .kernels.extract import ALLOWED_EXTENSIONS
     if text.startswith("timm:"):
-        from .models import timm  # timm, with the CIFAR ConvMixers registered
+        from .kernels.timm_models import timm  # timm, with the CIFAR ConvMixers registered
         base = text[len("timm:"):].partition(".")[0]
         if not base or not timm.is_model(base):
             close = difflib.get_close_matches(base, timm.list_models(), n=4, cutoff=0.6)
@@ -61,7 +61,7 @@ def _source(text: str) -> str:
         return text
     path = Path(text)
     if not path.exists():
-        from .models import timm  # timm, with the CIFAR ConvMixers registered
+        from .kernels.timm_models import timm  # timm, with the CIFAR ConvMixers registered
         hint = f"; did you mean 'timm:{text}'?" if timm.is_model(text.partition(".")[0]) else ""
         raise argparse.ArgumentTypeError(f"source {text!r} is neither 'timm:NAME' nor an existing file{hint}")
     if path.suffix.lower() not in ALLOWED_EXTENSIONS or not path.is_file():
@@ -110,7 +110,8 @@ def _threshold(text: str) -> float:
 
 # ------------------------------------------------------------------------------------------------- report
 def report(args, parser) -> None:
-    from .report import run_report
+    from .report.folder import run_report
+    from .report.tables import share_table
     if args.checkpoint and not args.model:
         parser.error("--checkpoint needs --model timm:NAME")
     sources = args.model if args.model else list(args.kernels)
@@ -118,69 +119,32 @@ def report(args, parser) -> None:
                          overwrite=args.overwrite, seed=args.seed, per_cluster=args.per_cluster,
                          max_points=args.max_points, progress=not args.quiet, fit=args.fit)
     args.wrote = True       # a Ctrl-C from here on no longer leaves --out as it was
-    _print_table(summary["rows"])
+    print(share_table(summary["rows"]))
     for s in summary["skipped"]:
         print(f"skipped {s['size']}x{s['size']} ({s['n_kernels']} kernels): {s['reason']}")
 
 
-def _print_table(rows) -> None:
-    from .report import SHARE_COLUMNS
-    short = {"first_derivative": "1st_der", "second_derivative": "2nd_der", "unclustered": "unclust",
-             "degenerate": "degen"}
-    head = f"{'model':<28} {'size':>4} {'kernels':>8} {'clust.':>7} " + " ".join(
-        f"{short.get(c, c):>10}" for c in SHARE_COLUMNS)
-    print(head)
-    for r in rows:
-        print(f"{r['model'][:28]:<28} {r['size']:>4} {r['n_kernels']:>8} {100 * r['clustered_share']:>6.1f}% "
-              + " ".join(f"{100 * r['shares'][c]:>9.1f}%" for c in SHARE_COLUMNS))
-
-
 # ---------------------------------------------------------------------------------------------------- fit
 def fit(args, parser) -> None:
-    from .fit_command import run_fit
+    from .classify.train_classifier import run_fit
     run_fit(args, parser)
 
 
 # ----------------------------------------------------------------------------------------------- classify
 def classify(args, parser) -> None:
-
-    from .kernels import extract_depthwise, nonfinite_warning
-    from .report import (_classifier_for, _resolve_classifiers, _summary_row, _write_kernel_csv,
-                         check_classifier_sizes, model_label)
-
+    from .report.tables import classify_files, share_table
     if args.csv:
         check_output_file(args.csv, "--csv")          # before any work
-    given = _resolve_classifiers(args.classifier or None)
-    ks = extract_depthwise(list(args.kernels))
-    if (note := nonfinite_warning(ks)) is not None:
-        print(note, file=sys.stderr)
-    check_classifier_sizes(given, ks.sizes)         # a classifier given for a size with no kernels is an error
-    label = " + ".join(dict.fromkeys(model_label(f) for f in args.kernels))
-    rows, parts = [], []
-    for group in ks:
-        clf, origin, reason = _classifier_for(group.size, given)
-        if clf is None:
-            print(f"skipped {group.size}x{group.size} ({len(group)} kernels): {reason}")
-            continue
-        res = clf.classify(group.kernels)
-        rows.append(_summary_row(label, ks.source, group.size, group, res, origin, clf.threshold))
-        parts.append((label, group, res))
-    if not rows:
-        parser.error(f"no classifier for any kernel size in {ks.source} (sizes {ks.sizes})")
-    _print_table(rows)
+    rows = classify_files(args.kernels, args.classifier or None, csv=args.csv)
+    print(share_table(rows))
     if args.csv:
-        with atomic_path(args.csv, what="--csv") as tmp:
-            _write_kernel_csv(tmp, parts)
         args.wrote = True
         print(f"wrote {args.csv}")
 
 
 # ------------------------------------------------------------------------------------------------ profile
 def profile(args, parser) -> None:
-    from dog_init import save_profile
-
-    from .profile import measure_profile
-    from .report import _resolve_classifiers
+    from .classify.profile import write_profile
     out = Path(args.out)
     if out.suffix.lower() != ".json":
         parser.error(f"--out must be a .json file, got {args.out!r}")
@@ -192,19 +156,9 @@ def profile(args, parser) -> None:
         parser.error(f"--out {args.out!r} exists; pass --overwrite")
     if args.checkpoint and not (args.model and args.model.startswith("timm:")):
         parser.error("--checkpoint needs --model timm:NAME")
-    given = {k: clf for k, (clf, _) in _resolve_classifiers(args.classifier or None).items()}
-    source = args.model if args.model else list(args.kernels)
-    result = measure_profile(source, checkpoint=args.checkpoint, classifiers=given)
-    width = max(len(layer.name) for layer in result.layers)
-    print(f"{'layer':<{width}}  {'k':>2}  {'depth':>5}  {'clust.':>6}  family mix of the clustered kernels")
-    for layer in result.layers:
-        mix = ", ".join(f"{f} {100 * v:.0f}%" for f, v in sorted(layer.mix.items(), key=lambda x: -x[1]))
-        print(f"{layer.name:<{width}}  {layer.kernel_size:>2}  {layer.depth:>5.2f}  {100 * layer.clustered:>5.1f}%  "
-              f"{mix or '(none clustered)'}")
-    save_profile(result, out)
+    write_profile(args.model if args.model else list(args.kernels), out, checkpoint=args.checkpoint,
+                  classifiers=args.classifier or None)
     args.wrote = True
-    print(f"wrote {out}: {len(result.layers)} layers; use dog_init_(model, mix=dog_init.load_profile({str(out)!r})) "
-          "or init.profile in a training recipe")
 
 
 # ------------------------------------------------------------------------------------------------- Ctrl-C

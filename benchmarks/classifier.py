@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a chec
 
 from _common import load_averages  # noqa: E402  (benchmarks/, beside this script)
 
-from analysis.autoencoder import KernelAutoencoder  # noqa: E402
-from analysis.classifier import KernelClassifier  # noqa: E402
-from analysis.labels import Interval  # noqa: E402
+from analysis.classify.autoencoder import KernelAutoencoder  # noqa: E402
+from analysis.classify.classifier import KernelClassifier  # noqa: E402
+from analysis.core.labels import Interval  # noqa: E402
 
 TARGET_SECONDS, TARGET_RATIO = 10.0, 2.0
 

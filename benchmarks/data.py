@@ -27,7 +27,7 @@ from _common import load_average, machine  # noqa: E402  (benchmarks/, beside th
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from analysis.bundle import shared_kernels_dir  # noqa: E402
+from analysis.classify.bundle import shared_kernels_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ZIP = shared_kernels_dir().parent / "cifar10-jpeg.zip"   # $DOG_INIT_SHARED_DATA, default ../shared/data
@@ -73,7 +73,7 @@ def ffcv_pass(folder: Path, cache: Path, workers: int) -> tuple[int, float]:
     from ffcv.loader import Loader, OrderOption
     from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, Squeeze, ToTensor, ToTorchImage
 
-    from train.write_ffcv import write_beton
+    from train.data import write_beton
     beton = cache / f"{folder.parent.name}.beton"
     if not beton.is_file():
         write_beton(folder, beton, max_res=SIZE, write_mode="jpg", workers=workers)

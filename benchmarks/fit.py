@@ -12,7 +12,7 @@ process CPU time are printed beside the wall time. The last line is the ratio fi
 
 ``--accuracy`` instead measures recovery on labelled kernels (``dog_init.render`` of known parameters, Gaussian noise
 of up to 10 % of the norm, random gain and offset) at 7x7, 5x5 and 3x3, with ``dog_init.PARAMS`` and with the wider
-``analysis.synthetic.WIDE_PARAMS`` ranges: family accuracy of the fit beside the bundled classifier's on the same
+``analysis.core.synthetic.WIDE_PARAMS`` ranges: family accuracy of the fit beside the bundled classifier's on the same
 kernels (unclustered counts as wrong), centre sigma within 10 %, first-derivative theta within 5 degrees.
 
     python benchmarks/fit.py [--quick] [--threads T] [--steps S] [--accuracy [--n N]]
@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a chec
 from _common import cpu_name, load_averages  # noqa: E402  (benchmarks/, beside this script)
 
 from analysis import KernelClassifier, extract_depthwise  # noqa: E402
-from analysis.fit import fit_families  # noqa: E402
-from analysis.fit_space import angle_error  # noqa: E402
-from analysis.labels import families_for  # noqa: E402
-from analysis.synthetic import WIDE_PARAMS  # noqa: E402
+from analysis.fit.fitting import fit_families  # noqa: E402
+from analysis.fit._spaces import angle_error  # noqa: E402
+from analysis.core.labels import families_for  # noqa: E402
+from analysis.core.synthetic import WIDE_PARAMS  # noqa: E402
 from dog_init import dog_init_, render, sample_params  # noqa: E402
 
 TARGET_SECONDS, FULL = 60.0, 24_576

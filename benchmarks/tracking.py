@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     import dog_init
-    from analysis.models import create_model
+    from analysis.kernels.timm_models import create_model
     torch.manual_seed(0)
     model = create_model("convmixer_768_32", patch_size=14)
     default = census_seconds(model, repeats)

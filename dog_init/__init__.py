@@ -6,22 +6,42 @@ Kernels", ICLR 2024.
 >>> import timm, dog_init
 >>> model = timm.create_model("convnext_atto")
 >>> report = dog_init.dog_init_(model, mix="paper", seed=0)
+
+Every public name is importable from here and loaded on first use, so that the torch-free parts (``dog_init.files``,
+the safe file writing every package uses) import without torch.
 """
-from .families import FAMILIES, PARAMS, SECOND_DERIVATIVE_KINDS, SQUARE_CORNERS, generate, render, sample_params
-from .init import InitReport, LayerInit, default_std, depthwise_reason, dog_init_, find_depthwise
-from .mixes import MIXES, allocate, resolve_mix, sample
-from .registry import get_init, list_inits, register_init
-from .dogconv import BOUNDS, DoGConv2d
-from .convert import bake_, convert_, convert_reason, depthwise_stats
-from .profile import LayerProfile, Profile, load_profile, save_profile
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "FAMILIES", "PARAMS", "SECOND_DERIVATIVE_KINDS", "SQUARE_CORNERS", "MIXES",
-    "generate", "render", "sample_params", "sample", "allocate", "resolve_mix",
-    "dog_init_", "InitReport", "LayerInit", "find_depthwise", "depthwise_reason", "default_std",
-    "get_init", "list_inits", "register_init",
-    "DoGConv2d", "BOUNDS", "convert_", "bake_", "convert_reason", "depthwise_stats",
-    "Profile", "LayerProfile", "load_profile", "save_profile",
-]
+# module (relative to this package) -> the public names it defines
+_EXPORTS = {
+    "families": ("FAMILIES", "PARAMS", "SECOND_DERIVATIVE_KINDS", "SQUARE_CORNERS", "generate", "render",
+                 "sample_params"),
+    "mixes": ("MIXES", "sample", "allocate", "resolve_mix"),
+    "init": ("dog_init_", "InitReport", "LayerInit", "find_depthwise", "depthwise_reason", "default_std"),
+    "registry": ("get_init", "list_inits", "register_init"),
+    "covariance": ("covariance_init_",),
+    "structured": ("impulse_init_", "box_init_", "gaussian_init_"),
+    "bank": ("bank_init_",),
+    "dogconv": ("DoGConv2d", "BOUNDS"),
+    "convert": ("convert_", "bake_", "convert_reason", "depthwise_stats"),
+    "profile": ("Profile", "LayerProfile", "load_profile", "save_profile"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'dog_init' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value   # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

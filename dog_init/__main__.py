@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 
 from .families import check_size
+from .files import atomic_path, check_output_file
 from .init import dog_init_
 from .mixes import MIXES, resolve_mix, sample
-from .preview import MAX_GRID_KERNELS, atomic_path, check_output_file, save_kernel_grid
+from .preview import MAX_GRID_KERNELS, save_kernel_grid
 
 
 def _mix_arg(text: str):

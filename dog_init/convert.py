@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .init import InitReport, _compile, default_std, depthwise_reason, dog_init_, find_depthwise
+from .init import InitReport, compile_patterns, default_std, depthwise_reason, dog_init_, find_depthwise
 from .mixes import Mix, render_assignment
 from .dogconv import DoGConv2d
 
@@ -47,7 +47,7 @@ def convert_reason(module: nn.Module) -> str | None:
 def _check_include(model: nn.Module, include) -> None:
     """ValueError unless every include pattern selects at least one convertible conv."""
     convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    for pattern in _compile(include, "include"):
+    for pattern in compile_patterns(include, "include"):
         hits = [(name, convert_reason(m)) for name, m in convs if pattern.search(name)]
         if not any(reason is None for _, reason in hits):
             found = "; ".join(f"{name!r}: {reason}" for name, reason in hits[:5]) or "no nn.Conv2d"

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .families import DOMAINS, FAMILIES, PARAMS, _SPECS, as_int, check_size, render
+from .families import DOMAINS, FAMILIES, PARAMS, SPECS, as_int, check_size, render
 from .mixes import Mix, assign, render_assignment
 
 __all__ = ["DoGConv2d", "BOUNDS", "DISCRETE"]
@@ -87,7 +87,7 @@ class _FamilyParams(nn.Module):
 
     def __init__(self, family: str, channels: Sequence[int], device=None, dtype=None):
         super().__init__()
-        self.family, self.group = family, _SPECS[family][0]
+        self.family, self.group = family, SPECS[family][0]
         n = len(channels)
         self.register_buffer("index", torch.tensor(list(channels), dtype=torch.long, device=device))
         for name in PARAMS[self.group]:
@@ -275,7 +275,7 @@ class DoGConv2d(nn.Module):
             kernels = render(members[0], k, both)
             sizes = [self.families[f].index.numel() for f in members]
             for family, piece in zip(members, kernels.split(sizes)):
-                parts.append(piece if _SPECS[family][2] == _SPECS[members[0]][2] else -piece)
+                parts.append(piece if SPECS[family][2] == SPECS[members[0]][2] else -piece)
                 order.append(self.families[family].index)
         order = torch.cat(order)
         unit = torch.cat(parts)
@@ -284,10 +284,10 @@ class DoGConv2d(nn.Module):
         return weight if self.residual is None else weight + self.residual
 
     def _render_groups(self) -> list[list[str]]:
-        """The layer's families grouped by closed form (``families._SPECS``: parameter group and formula)."""
+        """The layer's families grouped by closed form (``families.SPECS``: parameter group and formula)."""
         groups: dict = {}
         for family in self.families:
-            groups.setdefault(_SPECS[family][:2], []).append(family)
+            groups.setdefault(SPECS[family][:2], []).append(family)
         return list(groups.values())
 
     def _cache_key(self) -> tuple:

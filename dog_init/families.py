@@ -43,7 +43,7 @@ from typing import Callable, Mapping
 import torch
 
 __all__ = ["FAMILIES", "PARAMS", "Uniform", "Choice", "AxisAngle", "generate", "sample_params", "render",
-           "check_size", "as_int", "DOMAINS", "SECOND_DERIVATIVE_KINDS", "SQUARE_CORNERS"]
+           "check_size", "check_n", "as_int", "DOMAINS", "SPECS", "SECOND_DERIVATIVE_KINDS", "SQUARE_CORNERS"]
 
 FAMILIES: tuple[str, ...] = ("on_centre", "off_centre", "on_cross", "off_cross",
                              "first_derivative", "second_derivative", "on_square", "off_square")
@@ -208,15 +208,15 @@ def _square(p):
     return box(u - cx) * box(v - cy)
 
 
-# family -> (parameter group, renderer, sign)
-_SPECS: dict[str, tuple[str, Callable, float]] = {
+# family -> (parameter group, closed form, sign): shared with DoGConv2d, which trains the same forms
+SPECS: dict[str, tuple[str, Callable, float]] = {
     "on_centre": ("centre", _centre, 1.0), "off_centre": ("centre", _centre, -1.0),
     "on_cross": ("cross", _cross, 1.0), "off_cross": ("cross", _cross, -1.0),
     "first_derivative": ("first_derivative", _first_derivative, 1.0),
     "second_derivative": ("second_derivative", _second_derivative, 1.0),
     "on_square": ("square", _square, 1.0), "off_square": ("square", _square, -1.0),
 }
-assert tuple(_SPECS) == FAMILIES
+assert tuple(SPECS) == FAMILIES
 
 
 # --- public API --------------------------------------------------------------------------------------------------
@@ -241,12 +241,12 @@ def check_size(size) -> int:
 
 
 def _check_family(family: str) -> str:
-    if family not in _SPECS:
+    if family not in SPECS:
         raise ValueError(f"unknown family {family!r}; allowed: {', '.join(FAMILIES)}")
     return family
 
 
-def _check_n(n) -> int:
+def check_n(n) -> int:
     n = as_int(n, "n", "an integer >= 0")
     if n < 0:
         raise ValueError(f"n must be an integer >= 0, got {n!r}")
@@ -264,8 +264,8 @@ def sample_params(family: str, n: int, *, generator: torch.Generator | None = No
     (``"uu"``, ``"top_left"``, ...). Every parameter is drawn even when fixed, so a seed gives the same
     remaining parameters whatever is fixed.
     """
-    group = PARAMS[_SPECS[_check_family(family)][0]]
-    _check_n(n)
+    group = PARAMS[SPECS[_check_family(family)][0]]
+    check_n(n)
     unknown = sorted(set(fixed) - set(group))
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for family {family!r}; allowed: {', '.join(group)}")
@@ -294,7 +294,7 @@ def render(family: str, size: int, params: Mapping[str, torch.Tensor]) -> torch.
     their floating dtype (float32 when none is floating, e.g. all integer tensors); ``kind`` / ``sign`` /
     ``corner`` only select.
     """
-    group, fn, sign = _SPECS[_check_family(family)]
+    group, fn, sign = SPECS[_check_family(family)]
     size = check_size(size)
     if not isinstance(params, Mapping):
         raise TypeError(f"params must be a dict name -> tensor (see sample_params), got {type(params).__name__}")
@@ -336,4 +336,4 @@ def generate(family: str, n: int, size: int, *, generator: torch.Generator | Non
     """
     _check_family(family)
     check_size(size)
-    return render(family, size, sample_params(family, _check_n(n), generator=generator, **fixed_params))
+    return render(family, size, sample_params(family, check_n(n), generator=generator, **fixed_params))

@@ -24,7 +24,8 @@ from .mixes import Mix, assign, render_assignment, resolve_mix
 from .profile import Profile
 from .weight_access import check_writable, effective_weight, write_weight_
 
-__all__ = ["dog_init_", "InitReport", "LayerInit", "depthwise_reason", "find_depthwise", "default_std"]
+__all__ = ["dog_init_", "InitReport", "LayerInit", "depthwise_reason", "find_depthwise", "default_std",
+           "DepthwisePlan", "plan_depthwise", "check_model", "check_scale", "compile_patterns"]
 
 Scale = Union[str, float]
 _SHORT = {"on_centre": "on", "off_centre": "off", "on_cross": "on+", "off_cross": "off+",
@@ -40,8 +41,7 @@ class LayerInit:
     summed_with: list[str] = field(default_factory=list)   # branches summed with this one: same kernels, split
 
     def counts(self) -> dict[str, int]:
-        counted = Counter(self.families)
-        return {family: counted[family] for family in FAMILIES if counted[family]}
+        return _ordered_counts(self.families)
 
 
 @dataclass
@@ -55,28 +55,26 @@ class InitReport:
     profile: str | None = None   # source of the per-layer profile the mixes came from (mix=Profile)
 
     def counts(self) -> dict[str, int]:
-        """Kernels per family over all initialised layers."""
-        total = Counter()
-        for layer in self.layers:
-            total.update(layer.families)
-        return {family: total[family] for family in FAMILIES if total[family]}
+        """Kernels per family (or per tag of another initialiser) over all initialised layers."""
+        return _ordered_counts([family for layer in self.layers for family in layer.families])
 
     def summary(self) -> str:
         """A plain-text table: one row per initialised layer, family counts in columns, then the skips."""
-        families = [f for f in FAMILIES if f in self.counts()]
-        short = {f: _SHORT[f] for f in families}
+        families = list(self.counts())
+        short = {f: _SHORT.get(f, f) for f in families}   # tags of the other initialisers are shown as they are
+        cell = {f: max(5, len(short[f])) for f in families}
         width = max([len("layer")] + [len(layer.name) for layer in self.layers])
-        head = f"{'layer':<{width}}  {'k':>2}  {'ch':>5}  " + "  ".join(f"{short[f]:>5}" for f in families)
+        head = f"{'layer':<{width}}  {'k':>2}  {'ch':>5}  " + "  ".join(f"{short[f]:>{cell[f]}}" for f in families)
         rows = [head, "-" * len(head)]
         for layer in self.layers:
             counts = layer.counts()
             rows.append(f"{layer.name:<{width}}  {layer.kernel_size:>2}  {len(layer.families):>5}  "
-                        + "  ".join(f"{counts.get(f, 0):>5}" for f in families))
+                        + "  ".join(f"{counts.get(f, 0):>{cell[f]}}" for f in families))
         total = self.counts()
         n = sum(total.values())
-        rows.append(f"{'total':<{width}}  {'':>2}  {n:>5}  " + "  ".join(f"{total[f]:>5}" for f in families))
+        rows.append(f"{'total':<{width}}  {'':>2}  {n:>5}  " + "  ".join(f"{total[f]:>{cell[f]}}" for f in families))
         rows.append(f"{'share':<{width}}  {'':>2}  {'':>5}  "
-                    + "  ".join(f"{100 * total[f] / n:>4.1f}%" for f in families))
+                    + "  ".join(f"{100 * total[f] / n:>{cell[f] - 1}.1f}%" for f in families))
         rows.append("legend: " + ", ".join(f"{short[f]}={f}" for f in families))
         rows.append(f"{len(self.layers)} depthwise layers initialised ({self.model}, mix {self.mix}, "
                     f"scale {self.scale!r}, seed {self.seed}); {len(self.skipped)} convs skipped")
@@ -103,6 +101,15 @@ class InitReport:
     def to_json(self, path) -> None:
         with open(path, "w") as f:
             json.dump(self.to_dict(), f, indent=1)
+
+
+def _ordered_counts(families: list[str]) -> dict[str, int]:
+    """Counts per family: DoG families in ``FAMILIES`` order, then any other tag (e.g. ``"impulse"``,
+    ``"bank:3"``) in natural order (``bank:2`` before ``bank:10``)."""
+    counted = Counter(families)
+    others = sorted((f for f in counted if f not in FAMILIES),
+                    key=lambda f: [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", f)])
+    return {family: counted[family] for family in [f for f in FAMILIES if counted[f]] + others}
 
 
 def depthwise_reason(module: nn.Module) -> str | None:
@@ -141,7 +148,8 @@ def default_std(conv: nn.Conv2d) -> float:
     return 1.0 / math.sqrt(3.0 * fan_in)
 
 
-def _check_scale(scale) -> Scale:
+def check_scale(scale) -> Scale:
+    """``scale`` checked: a name of SCALES as is, or a positive finite number as a float; else ValueError."""
     if isinstance(scale, str):
         if scale not in SCALES:
             raise ValueError(f"unknown scale {scale!r}; allowed: {', '.join(SCALES)} or a positive float")
@@ -151,7 +159,8 @@ def _check_scale(scale) -> Scale:
     return float(scale)
 
 
-def _compile(patterns, what: str) -> list[re.Pattern]:
+def compile_patterns(patterns, what: str) -> list[re.Pattern]:
+    """``include`` / ``exclude``: None, one regex or a list of them, compiled; TypeError / ValueError name a bad one."""
     if patterns is None:
         return []
     if isinstance(patterns, str):
@@ -217,6 +226,85 @@ def _scaled(kernels: torch.Tensor, target_std: float | None, scale: Scale) -> to
     return kernels * (target_std / std) if std > 0 else kernels
 
 
+def check_model(model) -> None:
+    """TypeError unless ``model`` is an ``nn.Module`` (a model name gets a hint to build it first)."""
+    if not isinstance(model, nn.Module):
+        hint = " (build it first, e.g. timm.create_model(name))" if isinstance(model, str) else ""
+        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__} {model!r:.60}{hint}")
+
+
+@dataclass
+class DepthwisePlan:
+    """What every initialiser of this package shares, checked before any weight changes (``plan_depthwise``).
+
+    ``units`` are the chosen depthwise convs in module order, each alone or with the summed branches it shares one
+    kernel per channel with: ``(names, convs)``; ``targets[u]`` is the std that ``scale`` asks of unit ``u``'s
+    effective kernel (None for ``"unit"`` / a float); ``generator`` is seeded with ``seed``. An initialiser draws
+    one block of kernels ``(out_channels, L, L)`` per unit (``L = sizes()[u]``) and hands it to ``write_``."""
+    model: str
+    chosen: list[tuple[str, nn.Conv2d]]
+    skipped: list[tuple[str, str]]
+    units: list[tuple[list[str], list[nn.Conv2d]]]
+    targets: list[float | None]
+    scale: Scale
+    seed: int
+    generator: torch.Generator
+
+    def sizes(self) -> list[int]:
+        """Per unit, the size of the kernel its convs apply together (the largest of them)."""
+        return [max(c.kernel_size[0] for c in convs) for _, convs in self.units]
+
+    def layers(self, unit_families: list[list[str]]) -> list[LayerInit]:
+        """``LayerInit`` per chosen conv, in module order, from one tag per channel per unit."""
+        layer_of = {}
+        for (names, convs), families in zip(self.units, unit_families):
+            for name, conv in zip(names, convs):
+                layer_of[name] = LayerInit(name, conv.kernel_size[0], families, [n for n in names if n != name])
+        return [layer_of[name] for name, _ in self.chosen]
+
+    def write_(self, u: int, block: torch.Tensor) -> None:
+        """Make unit ``u`` apply ``block`` (out_channels, L, L): split between summed branches, written through
+        weight reparameterisations (``weight_access.write_weight_``)."""
+        names, convs = self.units[u]
+        parts = split_kernel(block, [c.kernel_size[0] for c in convs]) if len(convs) > 1 else [block]
+        for name, conv, part in zip(names, convs, parts):
+            write_weight_(name, conv, part.reshape(conv.out_channels, 1, *conv.kernel_size))
+
+
+def plan_depthwise(model: nn.Module, *, scale: Scale = "default", include=None, exclude=None,
+                   seed: int | None = None) -> DepthwisePlan:
+    """Check ``scale`` / ``include`` / ``exclude`` / ``seed`` and every chosen layer, group summed branches, compute
+    the scale targets and seed the generator; nothing is written (``dog_init_``'s docstring has the rules)."""
+    check_model(model)
+    scale = check_scale(scale)
+    seed = _check_seed(seed)
+    includes, excludes = compile_patterns(include, "include"), compile_patterns(exclude, "exclude")
+    eligible, skipped = find_depthwise(model)
+    if not eligible:
+        raise ValueError(f"{type(model).__name__} has no depthwise nn.Conv2d (groups == in_channels > 1, square "
+                         f"odd kernel >= 3) to initialise; convs found: {len(skipped)}")
+    chosen = []
+    for name, conv in eligible:
+        if includes and not any(p.search(name) for p in includes):
+            skipped.append((name, "not matched by include"))
+        elif any(p.search(name) for p in excludes):
+            skipped.append((name, "matched by exclude"))
+        else:
+            chosen.append((name, conv))
+    if not chosen:
+        raise ValueError(f"include={include!r} / exclude={exclude!r} leave none of the {len(eligible)} depthwise "
+                         f"convs of {type(model).__name__}; e.g. {eligible[0][0]!r}")
+    for name, conv in chosen:
+        check_writable(name, conv)
+    units = [([chosen[i][0] for i in group], [chosen[i][1] for i in group]) for group in summed_groups(model, chosen)]
+    targets = _target_std(units, scale)
+
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    generator = torch.Generator().manual_seed(seed)
+    return DepthwisePlan(type(model).__name__, chosen, skipped, units, targets, scale, seed, generator)
+
+
 @torch.no_grad()
 def dog_init_(model: nn.Module, mix: Mix = "paper", *, scale: Scale = "default",
               include: str | Iterable[str] | None = None, exclude: str | Iterable[str] | None = None,
@@ -246,47 +334,17 @@ def dog_init_(model: nn.Module, mix: Mix = "paper", *, scale: Scale = "default",
     finite non-zero std for ``"match"``), is checked before any weight changes: ValueError / TypeError name the
     bad value and what is allowed.
     """
-    if not isinstance(model, nn.Module):
-        hint = " (build it first, e.g. timm.create_model(name))" if isinstance(model, str) else ""
-        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__} {model!r:.60}{hint}")
+    check_model(model)
     profile = mix if isinstance(mix, Profile) else None
     mix = profile.overall if profile is not None else resolve_mix(mix)
-    scale = _check_scale(scale)
-    seed = _check_seed(seed)
-    includes, excludes = _compile(include, "include"), _compile(exclude, "exclude")
-    eligible, skipped = find_depthwise(model)
-    if not eligible:
-        raise ValueError(f"{type(model).__name__} has no depthwise nn.Conv2d (groups == in_channels > 1, square "
-                         f"odd kernel >= 3) to initialise; convs found: {len(skipped)}")
-    chosen = []
-    for name, conv in eligible:
-        if includes and not any(p.search(name) for p in includes):
-            skipped.append((name, "not matched by include"))
-        elif any(p.search(name) for p in excludes):
-            skipped.append((name, "matched by exclude"))
-        else:
-            chosen.append((name, conv))
-    if not chosen:
-        raise ValueError(f"include={include!r} / exclude={exclude!r} leave none of the {len(eligible)} depthwise "
-                         f"convs of {type(model).__name__}; e.g. {eligible[0][0]!r}")
-    for name, conv in chosen:
-        check_writable(name, conv)
-    units = [([chosen[i][0] for i in group], [chosen[i][1] for i in group]) for group in summed_groups(model, chosen)]
-    targets = _target_std(units, scale)
-
-    if seed is None:
-        seed = int(torch.randint(0, 2**62, (1,)).item())
-    generator = torch.Generator().manual_seed(seed)
-    report = InitReport(type(model).__name__, mix, scale, seed, skipped=skipped,
+    plan = plan_depthwise(model, scale=scale, include=include, exclude=exclude, seed=seed)
+    units, generator = plan.units, plan.generator
+    report = InitReport(plan.model, mix, plan.scale, plan.seed, skipped=plan.skipped,
                         profile=profile.source if profile is not None else None)
-    unit_size = [max(c.kernel_size[0] for c in convs) for _, convs in units]
+    unit_size = plan.sizes()
     unit_mix = [mix if profile is None else profile.mix_for(u, len(units), unit_size[u]) for u in range(len(units))]
     unit_families = [assign(convs[0].out_channels, m, generator) for (_, convs), m in zip(units, unit_mix)]
-    layer_of = {}
-    for (names, convs), families in zip(units, unit_families):
-        for name, conv in zip(names, convs):
-            layer_of[name] = LayerInit(name, conv.kernel_size[0], families, [n for n in names if n != name])
-    report.layers = [layer_of[name] for name, _ in chosen]
+    report.layers = plan.layers(unit_families)
 
     # One render per kernel size over all units: a few large vectorised calls instead of one per layer.
     for size in sorted(set(unit_size)):
@@ -294,10 +352,7 @@ def dog_init_(model: nn.Module, mix: Mix = "paper", *, scale: Scale = "default",
         kernels = render_assignment([f for u in at for f in unit_families[u]], size, generator)
         start = 0
         for u in at:
-            names, convs = units[u]
-            block = _scaled(kernels[start:start + convs[0].out_channels], targets[u], scale)
-            start += convs[0].out_channels
-            parts = split_kernel(block, [c.kernel_size[0] for c in convs]) if len(convs) > 1 else [block]
-            for name, conv, part in zip(names, convs, parts):
-                write_weight_(name, conv, part.reshape(conv.out_channels, 1, *conv.kernel_size))
+            n = units[u][1][0].out_channels
+            plan.write_(u, _scaled(kernels[start:start + n], plan.targets[u], plan.scale))
+            start += n
     return report

@@ -13,7 +13,7 @@ from typing import Mapping, Union
 
 import torch
 
-from .families import FAMILIES, _check_n, check_size, render, sample_params
+from .families import FAMILIES, check_n, check_size, render, sample_params
 
 __all__ = ["MIXES", "Mix", "resolve_mix", "allocate", "assign", "sample"]
 
@@ -58,7 +58,7 @@ def allocate(n: int, mix: Mix) -> dict[str, int]:
     Counts sum to ``n`` exactly and each differs from ``n * share`` by less than one; ties go to the family listed
     first in ``FAMILIES``.
     """
-    n = _check_n(n)
+    n = check_n(n)
     shares = resolve_mix(mix)
     exact = {name: n * share for name, share in shares.items()}
     # Round away float noise (n * 0.075 = 86.39999999999999 vs n * 0.45 = 518.4) so equal remainders tie and
@@ -83,7 +83,7 @@ def sample(n: int, size: int, mix: Mix = "paper", *,
 
     Returns the kernels and the coarse family name of each.
     """
-    n = _check_n(n)
+    n = check_n(n)
     size = check_size(size)
     families = assign(n, mix, generator)
     return render_assignment(families, size, generator), families

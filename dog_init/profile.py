@@ -104,7 +104,7 @@ def load_profile(path) -> Profile:
 
 def save_profile(profile: Profile, path) -> Path:
     """Write ``profile`` as JSON, atomically."""
-    from .preview import atomic_path
+    from .files import atomic_path
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(profile.to_dict(), indent=1))
     return Path(path)

@@ -5,7 +5,10 @@ from typing import Callable
 
 from torch import nn
 
+from .bank import bank_init_
+from .covariance import covariance_init_
 from .init import dog_init_
+from .structured import box_init_, gaussian_init_, impulse_init_
 
 __all__ = ["register_init", "get_init", "list_inits"]
 
@@ -42,3 +45,9 @@ def keep_default_(model: nn.Module, **_ignored) -> None:
 register_init("dog", dog_init_)
 register_init("default", keep_default_)
 register_init("kaiming", keep_default_)
+# Published depthwise initialisers beside DoG, with dog_init_'s call shape (scale=, include=, exclude=, seed=):
+register_init("covariance", covariance_init_)   # Trockman, Willmott & Kolter, ICLR 2023; source= optional
+register_init("impulse", impulse_init_)         # Zheng, Li & Lucey, arXiv 2404.01139 (SpatialConv2d_init)
+register_init("box", box_init_)
+register_init("gaussian", gaussian_init_)
+register_init("bank", bank_init_)               # source= required: a filter bank, e.g. the master key filters

@@ -8,10 +8,10 @@ from torch import nn
 
 from analysis import (LABELS, AutoencoderConfig, KernelAutoencoder, KernelClassifier, basis, fit_autoencoder,
                       fit_kmeans3, from_basis, minmax_encode, to_basis)
-from analysis.labels import Interval, label_codes, load_intervals, match_templates, save_intervals, \
+from analysis.core.labels import Interval, label_codes, load_intervals, match_templates, save_intervals, \
     spectrum_intervals
-from analysis.preprocess import centre_normalise, degenerate
-from analysis.synthetic import noisy_family_kernels
+from analysis.core.preprocess import centre_normalise, degenerate
+from analysis.core.synthetic import noisy_family_kernels
 from dog_init import FAMILIES, generate
 
 
@@ -160,7 +160,7 @@ def test_classifier_contract(toy_classifier):
 
 def test_classifier_matches_brute_force(toy_classifier):
     """Symmetric: the best of every 16th code under the 16 symmetries; plain: the best of all 10,000 codes."""
-    from analysis.symmetry import SYMMETRIES, transform
+    from analysis.core.symmetry import SYMMETRIES, transform
     clf, x, _ = toy_classifier
     r = clf.classify(x[:50], chunk=7)
     base = from_basis(clf.codebook[8::16], 7)
@@ -234,8 +234,8 @@ def test_coarse_to_fine_search_is_exact(toy_classifier):
 
 
 def test_dihedral_augmentation_and_subtype_layout():
-    from analysis.bundle import dihedral, subtypes
-    from analysis.labels import families_for
+    from analysis.classify.bundle import dihedral, subtypes
+    from analysis.core.labels import families_for
     w = np.random.default_rng(0).normal(size=(3, 5, 5)).astype(np.float32)
     aug = dihedral(w)
     assert aug.shape == (48, 5, 5)

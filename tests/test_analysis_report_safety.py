@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 import analysis.__main__ as cli
-from analysis.report import _write_json
+from analysis.report.folder import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,9 +81,9 @@ def test_report_removes_partials_of_dead_writers_only(tmp_path, capsys):
 
 
 def test_partial_folder_names_its_writer(tmp_path):
-    from analysis.publish import partial_folder
-    folder = partial_folder(tmp_path / "rep")
-    assert folder.name.startswith(f".rep.partial-{os.getpid()}-"), folder.name
+    from dog_init.files import atomic_folder
+    with atomic_folder(tmp_path / "rep") as folder:
+        assert folder.name.startswith(f".rep.partial-{os.getpid()}-"), folder.name
 
 
 # ------------------------------------------------------------------------------------------------------ Ctrl-C
@@ -152,5 +152,5 @@ def test_report_warns_about_nonfinite_kernels(tmp_path, capsys):
 
 
 def test_summary_json_has_no_bare_nan(tmp_path):
-    _write_json(tmp_path / "s.json", {"a": float("nan"), "b": [np.float32("inf"), 1.5], "c": {"d": -math.inf}})
+    write_json(tmp_path / "s.json", {"a": float("nan"), "b": [np.float32("inf"), 1.5], "c": {"d": -math.inf}})
     assert strict_json(tmp_path / "s.json") == {"a": None, "b": [None, 1.5], "c": {"d": None}}

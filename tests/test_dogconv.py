@@ -17,7 +17,7 @@ from torch import nn
 from dog_init import (BOUNDS, FAMILIES, PARAMS, DoGConv2d, allocate, bake_, convert_, convert_reason, depthwise_stats,
                       dog_init_, render, sample, sample_params)
 from dog_init.dogconv import DISCRETE
-from dog_init.families import _SPECS
+from dog_init.families import SPECS
 from dog_init.mixes import render_assignment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def test_reparameterisation_keeps_every_parameter_in_range():
             if ".z_" in name:
                 p.copy_(torch.randn(p.shape) * 40 + (60 if i % 2 else -60))
     for family, values in layer.family_params().items():
-        bounds = BOUNDS[_SPECS[family][0]]
+        bounds = BOUNDS[SPECS[family][0]]
         for name, value in values.items():
             if bounds.get(name):
                 assert bounds[name][0] <= value.min() and value.max() <= bounds[name][1], (family, name)
@@ -161,7 +161,7 @@ def test_gradients_reach_every_parameter_and_match_finite_differences():
 def test_no_kernel_vanishes_anywhere_in_bounds():
     # The corners of the box are where a kernel comes closest to vanishing (narrowest, furthest off-centre).
     for family in FAMILIES:
-        group, fn, sign = _SPECS[family]
+        group, fn, sign = SPECS[family]
         axes = [[0.0, 30.0, 45.0, 90.0] if BOUNDS[group].get(n) is None and n not in DISCRETE
                 else list(BOUNDS[group][n]) if n not in DISCRETE else sorted(set(PARAMS[group][n].values))
                 for n in PARAMS[group]]

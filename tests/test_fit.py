@@ -1,4 +1,4 @@
-"""analysis.fit (issue 9): the closed-form family fit recovers known parameters, marks degenerate kernels, answers bad
+"""analysis.fit.fitting (issue 9): the closed-form family fit recovers known parameters, marks degenerate kernels, answers bad
 input like ``KernelClassifier.classify``, and feeds ``python -m analysis report --fit``.
 
 Kernels with known parameters are ``dog_init.render`` outputs of ``dog_init.PARAMS`` draws, each given Gaussian noise
@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from analysis import KernelClassifier
-from analysis.bundle import shared_kernels_dir
-from analysis.fit import DEGENERATE, PARAM_NAMES, FamilyFit, fit_families
-from analysis.fit_space import SPACES, angle_error
-from analysis.labels import families_for
-from analysis.report import run_report
+from analysis.classify.bundle import shared_kernels_dir
+from analysis.fit.fitting import DEGENERATE, PARAM_NAMES, FamilyFit, fit_families
+from analysis.fit._spaces import SPACES, angle_error
+from analysis.core.labels import families_for
+from analysis.report.folder import run_report
 from dog_init import FAMILIES, render, sample_params
 
 SHARED = shared_kernels_dir()

@@ -10,11 +10,11 @@ from outside_kernels import OUTSIDE_FAMILIES, outside_kernels
 from torch import nn
 
 from analysis import KernelClassifier, extract_depthwise
-from analysis.bundle import REAL_KERNELS, shared_kernels_dir
-from analysis.labels import Interval, check_intervals, families_for, match_templates, template_bank
-from analysis.preprocess import degenerate
-from analysis.symmetry import SYMMETRIES, map_coarse, map_fine, symmetry_changes, transform
-from analysis.synthetic import noisy_family_kernels
+from analysis.classify.bundle import REAL_KERNELS, shared_kernels_dir
+from analysis.core.labels import Interval, check_intervals, families_for, match_templates, template_bank
+from analysis.core.preprocess import degenerate
+from analysis.core.symmetry import SYMMETRIES, map_coarse, map_fine, symmetry_changes, transform
+from analysis.core.synthetic import noisy_family_kernels
 from dog_init import generate
 
 SHARED = shared_kernels_dir()

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from analysis.__main__ import main
-from analysis.bundle import shared_kernels_dir
-from dog_init.preview import MAX_GRID_KERNELS, atomic_path, save_kernel_grid
+from analysis.classify.bundle import shared_kernels_dir
+from dog_init.files import atomic_path
+from dog_init.preview import MAX_GRID_KERNELS, save_kernel_grid
 from dog_init.__main__ import main as dog_init_main
 from test_cli import run as dog_init_cli   # python -m dog_init in a subprocess
 

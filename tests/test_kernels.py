@@ -1,4 +1,4 @@
-"""analysis.kernels: depthwise kernel extraction from modules, timm names, state dicts and kernel arrays."""
+"""analysis.kernels.extract: depthwise kernel extraction from modules, timm names, state dicts and kernel arrays."""
 import json
 from collections import Counter
 
@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from analysis.bundle import shared_kernels_dir
-from analysis.kernels import KernelGroup, KernelSet, extract_depthwise, load_kernel_files
+from analysis.classify.bundle import shared_kernels_dir
+from analysis.kernels.extract import KernelGroup, KernelSet, extract_depthwise, load_kernel_files
 from dog_init import find_depthwise
 
 DATA = shared_kernels_dir()   # ../shared/data/kernels beside the checkout, or $DOG_INIT_SHARED_DATA/kernels

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from analysis import KernelClassifier, available_pretrained
-from analysis.bundle import held_out_start, shared_kernels_dir
-from analysis.labels import families_for
+from analysis.classify.bundle import held_out_start, shared_kernels_dir
+from analysis.core.labels import families_for
 from dog_init import sample
 
 SHARED = shared_kernels_dir()

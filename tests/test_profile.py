@@ -6,7 +6,7 @@ import timm
 import torch
 
 import dog_init
-from analysis.profile import measure_profile
+from analysis.classify.profile import measure_profile
 from dog_init import LayerProfile, Profile, dog_init_, load_profile, save_profile
 from dog_init.mixes import allocate
 

@@ -1,4 +1,4 @@
-"""analysis.report / analysis.figures / ``python -m analysis``: the cluster report end to end, the fit CLI and
+"""analysis.report.folder / analysis.report.figures / ``python -m analysis``: the cluster report end to end, the fit CLI and
 resume, and bad input (exit 2 / exceptions naming the value, no output left behind).
 
 Classifiers are trained here in seconds (small widths, few epochs) on synthetic DoG kernels, so nothing depends on the
@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import figures
+from analysis.report import figures
 from analysis.__main__ import main
-from analysis.autoencoder import AutoencoderConfig, fit_autoencoder
-from analysis.classifier import KernelClassifier
-from analysis.kmeans3 import fit_kmeans3
-from analysis.labels import LABELS, families_for
-from analysis.report import KERNEL_COLUMNS, SHARE_COLUMNS, run_report
-from analysis.synthetic import noisy_family_kernels
+from analysis.classify.autoencoder import AutoencoderConfig, fit_autoencoder
+from analysis.classify.classifier import KernelClassifier
+from analysis.classify.kmeans3 import fit_kmeans3
+from analysis.core.labels import LABELS, families_for
+from analysis.report.folder import KERNEL_COLUMNS, SHARE_COLUMNS, run_report
+from analysis.core.synthetic import noisy_family_kernels
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TINY = ["--epochs", "2", "--widths", "16,16,8,8", "--batch-size", "64"]
@@ -273,7 +273,7 @@ def test_cli_fit_autoencoder_and_kmeans(kernel_files, tmp_path, capsys):
 
 
 def test_cli_fit_resume(tmp_path, monkeypatch, capsys):
-    import analysis.autoencoder as ae
+    import analysis.classify.autoencoder as ae
 
     train = tmp_path / "train_k5.npy"
     np.save(train, synthetic(15, 5, seed=6))

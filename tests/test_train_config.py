@@ -35,7 +35,7 @@ def test_every_recipe_loads_validates_and_opens_with_a_comment(recipe):
     check_model_name(cfg.model.name)
     import torch
 
-    from analysis.models import create_model
+    from analysis.kernels.timm_models import create_model
     with torch.device("meta"):   # the architecture and its kwargs, without allocating the weights
         create_model(cfg.model.name, num_classes=10, **cfg.model.kwargs)
 

@@ -5,7 +5,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from analysis.bundle import shared_kernels_dir
+from analysis.classify.bundle import shared_kernels_dir
 from train.data import SyntheticImages
 
 from train_helpers import TINY, census, metrics, run_train

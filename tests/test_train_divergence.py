@@ -53,7 +53,7 @@ def test_divergence_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path, 
 
 
 def test_json_logs_write_non_finite_numbers_as_null(tmp_path):
-    from train.tracking import JsonLines
+    from train.jsonl import JsonLines
     log = JsonLines(tmp_path / "m.jsonl", key=("epoch",))
     log.append({"epoch": 1, "train_loss": math.nan, "nested": {"x": math.inf}, "values": [1.0, -math.inf]})
     assert _strict_json_lines(tmp_path / "m.jsonl") == [

@@ -3,10 +3,11 @@ depthwise kernels' clusters at every epoch (Babaiee et al., ICLR 2024, Appendice
 
     python -m train --config recipes/demo.yaml [--SECTION.KEY VALUE ...]
 
-``config`` (the dataclass tree, recipes, overrides), ``data`` / ``ffcv_data`` / ``write_ffcv`` (ImageFolder, FFCV,
-synthetic), ``models`` (timm + dog_init), ``optim`` (timm optimisers and schedules, ConvMixer's one-cycle),
-``engine`` (train_one_epoch / evaluate), ``checkpoint`` (atomic, verified, resumable), ``tracking`` (census,
-census.jsonl, TensorBoard), ``trainer`` (the run), ``census`` / ``timeline`` / ``results`` (after the run).
+``config`` (the dataclass tree, recipes, overrides), ``data`` (a package: ImageFolder, FFCV, synthetic; the FFCV
+writer behind ``python -m train.write_ffcv``), ``models`` (timm + dog_init), ``optim`` (timm optimisers and schedules,
+ConvMixer's one-cycle), ``engine`` (train_one_epoch / evaluate), ``checkpoint`` (atomic, verified, resumable),
+``tracking`` (census, TensorBoard), ``jsonl`` (census.jsonl / metrics.jsonl), ``trainer`` (the run), ``census`` /
+``timeline`` / ``results`` (after the run).
 """
 __all__ = ["fit"]
 

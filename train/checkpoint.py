@@ -2,24 +2,25 @@
 
 Layout: ``OUTPUT/checkpoints/epoch_N/`` holds what Accelerate saves (model, optimiser, RNG states of every process,
 the registered scheduler / counters / EMA) plus ``complete.json``, a manifest of every file's size and CRC32 written
-last. A checkpoint is written into ``.epoch_N.partial`` and renamed when complete, with SIGINT / SIGTERM held back
-meanwhile (Ctrl-C finishes the write, then stops: ``train.signals``), so a visible ``epoch_N`` is always whole. On ``--resume auto``,
-checkpoints are tried newest first; one whose manifest is missing or does not match its files is skipped with a
-warning naming it; one that does not load (another model) stops the run before anything is written.
+last. A checkpoint is written into ``.epoch_N.partial-<pid>-XXXXXXXX`` (``dog_init.files.atomic_folder``) and
+renamed when complete, with SIGINT / SIGTERM held back meanwhile (Ctrl-C finishes the write, then stops:
+``train.signals``), so a visible ``epoch_N`` is always whole. On ``--resume auto``, checkpoints are tried newest
+first; one whose manifest is missing or does not match its files is skipped with a warning naming it; one that
+does not load (another model) stops the run before anything is written.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import warnings
 import zlib
+from contextlib import nullcontext
 from pathlib import Path
 
 from torch import nn
 
-from dog_init.preview import atomic_path
+from dog_init.files import PARTIAL, atomic_folder, atomic_path
 
 from .signals import STOP
 
@@ -58,7 +59,7 @@ def _manifest(folder: Path) -> dict:
 
 def epoch_folders(out_dir: Path) -> list[tuple[int, Path]]:
     """(epoch, folder) of the run's ``checkpoints/epoch_N`` folders, newest first (writes in progress are
-    ``.epoch_N.partial`` until their rename; not verified)."""
+    ``.epoch_N.partial-*`` until their rename; not verified)."""
     root = Path(out_dir) / "checkpoints"
     if not root.is_dir():
         return []
@@ -142,29 +143,29 @@ class CheckpointManager:
 
     # ---------------------------------------------------------------------------------------------- writing
     def clean_partial(self) -> None:
-        """Remove folders of writes that never completed (main process)."""
+        """Remove folders of writes that never completed (main process). Every one is stale, whatever its pid: the
+        run folder's lock (``train.run_folder``) admits one writer, and this is it (``.epoch_N.partial`` without a
+        pid is an older version's name)."""
         if self.accelerator.is_main_process and self.root.is_dir():
-            for p in self.root.glob(".epoch_*.partial"):
+            for p in [*self.root.glob(".epoch_*.partial"), *self.root.glob(f".epoch_*{PARTIAL}*")]:
                 shutil.rmtree(p, ignore_errors=True)
 
     def save(self, epoch: int, step: int, top1: float | None, best_epoch: int) -> Path:
         """Write ``epoch_<epoch>`` atomically from every process's state, then prune old ones."""
+        from accelerate.utils import broadcast_object_list
         acc = self.accelerator
-        tmp, final = self.root / f".epoch_{epoch}.partial", self.root / f"epoch_{epoch}"
+        final = self.root / f"epoch_{epoch}"
+        # replace: the same epoch written again after a crash between write and prune
+        writing = atomic_folder(final, replace=True, what="checkpoint") if acc.is_main_process else nullcontext()
         with held_signals():
+            with writing as tmp:   # the main process makes the folder, renames it (files fsync'd) when complete
+                tmp = Path(broadcast_object_list([None if tmp is None else str(tmp)])[0])   # every process's path
+                acc.save_state(str(tmp))
+                acc.wait_for_everyone()
+                if acc.is_main_process:
+                    manifest = {"epoch": epoch, "step": step, "top1": top1, "files": _manifest(tmp)}
+                    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
             if acc.is_main_process:
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir(parents=True)
-            acc.wait_for_everyone()
-            acc.save_state(str(tmp))
-            acc.wait_for_everyone()
-            if acc.is_main_process:
-                manifest = {"epoch": epoch, "step": step, "top1": top1, "files": _manifest(tmp)}
-                (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-                _fsync_tree(tmp)
-                if final.exists():   # the same epoch written again after a crash between write and prune
-                    shutil.rmtree(final)
-                os.replace(tmp, final)
                 self._prune(best_epoch)
             acc.wait_for_everyone()
         return final
@@ -174,18 +175,6 @@ class CheckpointManager:
         for epoch, folder in self.complete():
             if epoch not in kept and epoch != best_epoch:
                 shutil.rmtree(folder, ignore_errors=True)
-
-
-def _fsync_tree(folder: Path) -> None:
-    """Flush the files to disk before the rename makes them visible (a power cut must not leave a
-    manifest that vouches for data that never reached the disk)."""
-    for p in folder.rglob("*"):
-        if p.is_file():
-            fd = os.open(p, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> Path:

@@ -32,7 +32,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    name: str = "convmixer_256_8"         # timm model name (analysis.models adds convmixer_256_8 / _128_6)
+    name: str = "convmixer_256_8"         # timm model name (analysis.kernels.timm_models adds convmixer_256_8 / _128_6)
     kwargs: dict = field(default_factory=dict)  # extra timm.create_model arguments, e.g. {patch_size: 14}
     pretrained: bool = False              # timm's pretrained weights (needs the hub or its local cache)
     checkpoint: Optional[str] = None      # start from this weights file (.safetensors / .pth) instead
@@ -41,13 +41,15 @@ class ModelConfig:
 
 @dataclass
 class InitConfig:
-    name: str = "default"                 # dog_init registry: default | kaiming | dog (dog_init.list_inits())
+    name: str = "default"                 # default kaiming dog covariance impulse box gaussian bank (list_inits())
     mix: Union[str, dict] = "paper"       # dog: preset (paper | on_off | uniform) or {family: weight}
-    scale: Union[str, float] = "default"  # dog: default | match | unit | a kernel L2 norm
-    seed: Optional[int] = None            # dog: seed of the kernel draw; null = train.seed
+    scale: Union[str, float] = "default"  # every init but default: default | match | unit | a kernel L2 norm
+    seed: Optional[int] = None            # seed of the kernel draw; null = train.seed
     profile: Optional[str] = None         # dog: per-layer mix from `python -m analysis profile` (replaces mix)
-    include: Optional[list] = None        # dog: regexes of module names to initialise
-    exclude: Optional[list] = None        # dog: regexes of module names to leave alone
+    source: Optional[str] = None          # covariance / bank: kernels or covariance .npy, timm:NAME or weights file
+    kwargs: dict = field(default_factory=dict)  # extra arguments of the initialiser, e.g. {sigma: 1.0} (gaussian)
+    include: Optional[list] = None        # regexes of module names to initialise
+    exclude: Optional[list] = None        # regexes of module names to leave alone
     parameterise: str = "none"            # none | dog: train DoGConv2d layers (learnable DoG parameters)
     residual: bool = False                # parameterise dog: add a free k x k kernel per channel, from zero
 
@@ -128,6 +130,7 @@ class TrainConfig:
     log_interval: int = 50                # optimiser steps between TensorBoard train scalars
     keep_last: int = 2                    # epoch checkpoints kept (the best one is kept too)
     best_by: str = "model"                # model | ema: the best checkpoint by the model's or the EMA's top-1
+    freeze_depthwise: bool = False        # keep every depthwise kernel at its initial value (biases still train)
     output_dir: Optional[str] = None      # run folder; null = runs/<recipe name>
     compile: bool = False                 # torch.compile the model
     threads: Optional[int] = None         # torch threads per process on CPU; null = torch's choice
@@ -307,7 +310,7 @@ def validate(cfg: Config) -> Config:
     """Checks that types alone cannot make (ranges, registries, devices); ConfigError naming the key."""
     import torch
     from dog_init import resolve_mix
-    from dog_init.init import _check_scale
+    from dog_init.init import check_scale
 
     def get(dotted):
         section, key = dotted.split(".")
@@ -340,7 +343,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("train.precision fp16 needs a CUDA GPU (none here); use bf16 or no")
     try:
         resolve_mix(cfg.init.mix)
-        _check_scale(cfg.init.scale)
+        check_scale(cfg.init.scale)
     except ValueError as err:
         raise ConfigError(f"init: {err}") from None
     return cfg

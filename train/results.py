@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dog_init.preview import atomic_path
+from dog_init.files import atomic_path
 
 from .config import ConfigError, apply_overrides, load_recipe
+from .jsonl import JsonLines
 from .timeline import STACK, load_census, parse_groups, plot_timeline
-from .tracking import JsonLines
 
 __all__ = ["summarise", "write_results"]
 
@@ -122,7 +122,7 @@ def _plot_accuracy(summary: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from analysis.figures import save_figure
+    from analysis import save_figure
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for label, s in summary.items():
         x = np.arange(1, s["epochs"] + 1)
@@ -142,7 +142,7 @@ def _plot_layers(summary: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from analysis.figures import PALETTE, pretty, save_figure
+    from analysis import PALETTE, pretty, save_figure
     fig, axes = plt.subplots(1, len(summary), figsize=(3.6 * len(summary) + 1.6, 3.6), sharey=True, squeeze=False)
     for ax, (label, s) in zip(axes[0], summary.items()):
         x = np.arange(len(s["layers"]))

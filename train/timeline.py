@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .tracking import JsonLines
+from .jsonl import JsonLines
 
 __all__ = ["load_census", "census_series", "plot_timeline", "parse_groups"]
 
@@ -83,7 +83,7 @@ def plot_timeline(groups: dict[str, list[Path]], out: Path, *, ema: bool = False
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from analysis.figures import PALETTE, pretty, save_figure
+    from analysis import PALETTE, pretty, save_figure
 
     data = {label: _group_series(runs, ema) for label, runs in groups.items()}   # errors before drawing
     fig, axes = plt.subplots(1, len(data), figsize=(4.2 * len(data) + 1.6, 3.9), sharey=True, squeeze=False)

@@ -1,160 +1,23 @@
-"""The cluster census and the run's logs: ``census.jsonl``, ``metrics.jsonl`` and TensorBoard.
+"""The run's logs: ``census.jsonl``, ``metrics.jsonl`` and TensorBoard (scalars, hyper-parameters, the custom-scalars
+layout, per-layer figures, kernel mosaics, histograms).
 
-A census extracts every depthwise kernel of the (unwrapped) model, classifies each size with the bundled
-``KernelClassifier.pretrained(k)`` (a size without one is reported once and skipped) and records the shares of the
-paper's clusters (Babaiee et al., ICLR 2024, Sec. 4 and Appendix G): one ``census.jsonl`` line
-
-    {"epoch", "step", "kind": "epoch" | "step", "clustered", "families": {family: share}, "degenerate",
-     "kernels", "layers": [{"name", "kernel_size", "clustered", "families", "degenerate"}], "ema": {...}}
-
-with shares of all classified kernels in 0..1 (``families`` includes ``other``, clustered kernels that match no
-family, so ``clustered == sum(families)``). Only the main process measures and writes. The JSONL files are
-rewritten atomically (temp file + rename) with one line per (kind, epoch, step): a resumed run replaces the lines
-it recomputes instead of repeating them, and ``TensorBoard``'s ``purge_step`` hides the stale events.
+Only the main process writes. The JSONL files are rewritten atomically (``train.jsonl``) with one line per (kind,
+epoch, step): a resumed run replaces the lines it recomputes instead of repeating them, and TensorBoard's
+``purge_step`` hides the stale events. What a census line holds is ``train.census``'s.
 """
 from __future__ import annotations
 
-import copy
-import json
-import math
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
-from analysis import KernelClassifier, available_pretrained, extract_depthwise
-from analysis.labels import OTHER
-from dog_init import FAMILIES, DoGConv2d, bake_, depthwise_stats, find_depthwise
-from dog_init.preview import atomic_path
+from dog_init import depthwise_stats
 
-__all__ = ["FAMILY_KEYS", "JsonLines", "Census", "CensusResult", "Tracker"]
+from .census import FAMILY_KEYS, Census, CensusResult
+from .jsonl import JsonLines
 
-FAMILY_KEYS = (*FAMILIES, OTHER)
-
-
-class JsonLines:
-    """A small JSONL log rewritten atomically; each record is keyed so that writing it twice keeps one line."""
-
-    def __init__(self, path: Path, key=("kind", "epoch", "step")):
-        self.path, self.key = Path(path), key
-
-    def read(self) -> list[dict]:
-        if not self.path.is_file():
-            return []
-        records = []
-        for line in self.path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:   # a line cut short by a crash: the run that resumes rewrites it
-                continue
-        return records
-
-    def _write(self, records: list[dict]) -> None:
-        # JSON has no NaN / Infinity: a non-finite number is written as null, which every parser reads.
-        with atomic_path(self.path) as tmp:
-            tmp.write_text("".join(json.dumps(_finite(r), allow_nan=False) + "\n" for r in records))
-
-    def keep_until(self, step: int) -> None:
-        """Drop records after ``step`` (those a resumed run will write again)."""
-        if self.path.is_file():
-            self._write([r for r in self.read() if r.get("step", 0) <= step])
-
-    def append(self, record: dict) -> None:
-        key = tuple(record.get(k) for k in self.key)
-        self._write([r for r in self.read() if tuple(r.get(k) for k in self.key) != key] + [record])
-
-
-def _finite(value):
-    """``value`` with every non-finite float replaced by None, recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-@dataclass
-class CensusResult:
-    record: dict            # the census.jsonl fields of one model (no epoch / step)
-    layers: list[tuple[str, int, np.ndarray, np.ndarray]]   # (name, k, kernels (n, k, k), labels (n,)) model order
-    seconds: float
-
-
-class Census:
-    """Classifies a model's depthwise kernels with the bundled classifiers, one per kernel size."""
-
-    def __init__(self, log=print, fit: bool = False):
-        self.log, self._classifiers, self._available = log, {}, set(available_pretrained())
-        self.fit = fit   # also fit the DoG formula (analysis.fit_families) to kernels of 5x5 and up
-
-    def classifier(self, k: int) -> KernelClassifier | None:
-        if k not in self._classifiers:
-            self._classifiers[k] = KernelClassifier.pretrained(k) if k in self._available else None
-            if self._classifiers[k] is None:
-                self.log(f"census: no bundled classifier for {k}x{k} kernels (available: "
-                         f"{sorted(self._available)}); {k}x{k} layers are skipped")
-        return self._classifiers[k]
-
-    def measure(self, model: nn.Module) -> CensusResult:
-        # A census must not move the training's random streams (loading a classifier builds an autoencoder, whose
-        # layers draw their initial weights): a resumed run would otherwise diverge after its first census.
-        with torch.random.fork_rng(devices=[]):
-            return self._measure(model)
-
-    def _measure(self, model: nn.Module) -> CensusResult:
-        start = time.perf_counter()
-        designed = {name: np.array(m.channel_families) for name, m in model.named_modules()
-                    if isinstance(m, DoGConv2d)}
-        if designed:
-            model = bake_(copy.deepcopy(model))   # the kernels DoGConv2d layers apply, as plain convs
-        order = [name for name, _ in find_depthwise(model)[0]]
-        kernels = extract_depthwise(model)
-        per_layer, skipped, fits = {}, {}, {}
-        for group in kernels:
-            clf = self.classifier(group.size)
-            if clf is None:
-                skipped[group.size] = len(group)
-                continue
-            result = clf.classify(group.kernels)
-            labels = np.where(result.degenerate, "degenerate", result.labels)
-            if self.fit and group.size >= 5:   # at 3x3 the closed forms fit almost any 9 pixels
-                fits[str(group.size)] = _fit_summary(group.kernels)
-            for i, name in enumerate(group.layer_names):
-                rows = group.layer_index == i
-                per_layer[name] = (group.size, group.kernels[rows], labels[rows])
-        layers = [(name, *per_layer[name]) for name in order if name in per_layer]
-        all_labels = np.concatenate([lab for *_, lab in layers]) if layers else np.zeros(0, str)
-        record = {**_shares(all_labels), "kernels": int(len(all_labels)),
-                  "layers": [{"name": name, "kernel_size": k, **_shares(lab)} for name, k, _, lab in layers]}
-        agreeing = [(lab == designed[name]) for name, _, _, lab in layers if name in designed]
-        if agreeing:   # a DoGConv2d channel cannot leave its family: does the classifier name that family?
-            record["dogconv_agreement"] = float(np.concatenate(agreeing).mean())
-        if skipped:
-            record["skipped_sizes"] = {str(k): n for k, n in sorted(skipped.items())}
-        if fits:
-            record["fit"] = fits
-        return CensusResult(record, layers, time.perf_counter() - start)
-
-
-def _fit_summary(kernels: np.ndarray) -> dict:
-    """Median fitted centre sigma (pixels) and residual per family (``FamilyFit.summary``); NaN as null."""
-    from analysis import fit_families
-    summary = fit_families(kernels, steps=100).summary()
-    return {family: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in values.items()}
-            for family, values in summary.items() if values["count"]}
-
-
-def _shares(labels: np.ndarray) -> dict:
-    n = max(len(labels), 1)
-    families = {f: float(np.count_nonzero(labels == f)) / n for f in FAMILY_KEYS}
-    return {"clustered": float(np.count_nonzero(np.isin(labels, FAMILY_KEYS))) / n, "families": families,
-            "degenerate": float(np.count_nonzero(labels == "degenerate")) / n}
-
+__all__ = ["Tracker"]
 
 class Tracker:
     """The run's logs. Every method is a no-op off the main process, so callers need no rank checks."""
@@ -243,7 +106,7 @@ class Tracker:
             self._figures(result, step, prefix)
 
     def _figures(self, result: CensusResult, step: int, prefix: str) -> None:
-        from analysis.figures import kernel_mosaic, layer_proportions_figure
+        from analysis import kernel_mosaic, layer_proportions_figure
         labels = np.concatenate([lab for *_, lab in result.layers])
         index = np.concatenate([np.full(len(lab), i) for i, (*_, lab) in enumerate(result.layers)])
         names = [name for name, *_ in result.layers]

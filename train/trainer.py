@@ -22,7 +22,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from timm.utils import distribute_bn
 
 from dog_init import bake_
-from dog_init.preview import atomic_path
+from dog_init.files import atomic_path
 
 from .checkpoint import CheckpointError, CheckpointManager, CheckpointMismatch, epoch_folders, save_weights
 from .config import Config, ConfigError, flat, to_yaml, validate
@@ -261,7 +261,8 @@ def _last_good(out: Path) -> str:
 def _init_label(cfg: Config) -> str:
     if cfg.init.parameterise == "dog":
         return "DoGConv2d layers" + (" with residual kernels" if cfg.init.residual else "")
-    return f"{cfg.init.name} init" + (f", profile {cfg.init.profile}" if cfg.init.profile else "")
+    return (f"{cfg.init.name} init" + (f", profile {cfg.init.profile}" if cfg.init.profile else "")
+            + (", depthwise frozen" if cfg.train.freeze_depthwise else ""))
 
 
 def _epoch_line(r: dict, epochs: int, census: dict | None) -> str:
