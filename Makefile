@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test classifiers evidence fit-evidence bench clean cifar-data cifar-experiment cifar-dogconv cifar-results
+.PHONY: install demo test classifiers evidence fit-evidence bench clean cifar-data cifar-experiment cifar-dogconv cifar-peers cifar-results
 
 install: $(STAMP)
 
@@ -64,7 +64,11 @@ CIFAR_SEEDS ?= 0 1 2
 CIFAR_RUNS  := runs/cifar10_cpu
 cifar-experiment: ARMS = default dog
 cifar-dogconv: ARMS = dogconv dogconv_residual
-cifar-experiment cifar-dogconv: install cifar-data
+# The published depthwise initialisers beside DoG, trained and frozen (issue 17's comparison; docs/results.md).
+PEER_ARMS ?= covariance impulse frozen_dog frozen_default covariance_transfer gaussian bank frozen_covariance \
+             frozen_bank frozen_impulse
+cifar-peers: ARMS = $(PEER_ARMS)
+cifar-experiment cifar-dogconv cifar-peers: install cifar-data
 	for seed in $(CIFAR_SEEDS); do for arm in $(ARMS); do \
 	  $(PY) -m train --config recipes/cifar10_cpu/$$arm.yaml --seed $$seed --output-dir $(CIFAR_RUNS)/$$arm-s$$seed \
 	    --resume auto || exit 1; done; done
