@@ -15,7 +15,7 @@ timeline needs) does not pull in torch and scikit-learn.
 """
 from __future__ import annotations
 
-import importlib
+from dog_init.lazy import lazy_exports
 
 # name -> module (relative to this package) that defines it
 _EXPORTS = {
@@ -34,18 +34,4 @@ _EXPORTS = {
     "report.figures": ("kernel_mosaic", "layer_proportions_figure"),
     "report.style": ("PALETTE", "DEGENERATE", "colour", "pretty", "save_figure"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = list(_WHERE)
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    globals()[name] = value   # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -146,6 +146,11 @@ def test_unknown_model_gets_close_names():
     (("--optim.lr", "nan"), "optim.lr must be a finite number, got 'nan'"),
     (("--data.img_size", "1"), "data.img_size 1 does not fit model 'convmixer_128_6'"),
     (("--model.name", "resnet18", "--model.kwargs", "{}"), "ResNet has no depthwise nn.Conv2d"),
+    (("--init.name", "bank"), "init.name bank needs init.source"),
+    (("--init.source", "x.npy"), "init.source is for init.name bank or covariance"),
+    (("--init.name", "bank", "--init.source", "missing.npy"), "init.source 'missing.npy' does not exist"),
+    (("--init.name", "gaussian", "--init.kwargs", "{radius: 2}"), "do not fit init 'gaussian'"),
+    (("--train.freeze_depthwise", "true", "--init.parameterise", "dog"), "train.freeze_depthwise keeps plain"),
     (("--augment.mixup", "0.8", "--data.batch_size", "15"), "data.batch_size 15 must be even"),
 ])
 def test_refusals_leave_nothing_behind(tmp_path, option, named):

@@ -39,12 +39,6 @@ def test_frozen_depthwise_kernels_stay_exactly_and_the_rest_learns(tmp_path):
     assert all(s == shares[0] for s in shares)   # the census of a frozen run stays constant
 
 
-def test_freeze_with_dogconv_is_refused(tmp_path):
-    done = run_train("--config", TINY, "--output-dir", tmp_path / "r", "--train.freeze_depthwise", "true",
-                     "--init.parameterise", "dog", check=False)
-    assert done.returncode == 2 and "train.freeze_depthwise" in done.stderr and "DoGConv2d" in done.stderr
-
-
 @pytest.mark.parametrize("name, extra", [("impulse", ()), ("box", ("--init.kwargs", "{taps: 3}")),
                                          ("gaussian", ("--init.kwargs", "{sigma: 1.5}")), ("covariance", ())])
 def test_every_initialiser_trains(tmp_path, name, extra):
@@ -72,19 +66,6 @@ def test_bank_and_covariance_take_a_source_file_or_a_run_s_weights(tiny_run, tmp
     out = tmp_path / "cov"   # kernels of a trained model's weights file, extracted by analysis
     run_train("--config", TINY, "--output-dir", out, "--init.name", "covariance", "--init.source",
               tiny_run / "model.safetensors", "--epochs", "1", "--tracking.census", "false")
-
-
-@pytest.mark.parametrize("option, named", [
-    (("--init.name", "bank"), "init.name bank needs init.source"),
-    (("--init.source", "x.npy"), "init.source is for init.name bank or covariance"),
-    (("--init.name", "bank", "--init.source", "missing.npy"), "init.source 'missing.npy' does not exist"),
-    (("--init.name", "gaussian", "--init.kwargs", "{radius: 2}"), "do not fit init 'gaussian'"),
-])
-def test_bad_init_settings_are_refused_before_writing(tmp_path, option, named):
-    out = tmp_path / "run"
-    done = run_train("--config", TINY, "--output-dir", out, *option, check=False)
-    assert done.returncode == 2 and named in done.stderr, done.stderr[-1500:]
-    assert not out.exists()
 
 
 @pytest.mark.skipif(not (SHARED / "master-key-filters_k7.npy").is_file(), reason="shared kernel data not present")

@@ -25,7 +25,7 @@ from ..core.labels import DEGENERATE
 from ..kernels.extract import KernelGroup, KernelSet
 from .classifier import ClassificationResult, KernelClassifier
 
-__all__ = ["ClassifierChoice", "SizeCensus", "LayerCensus", "Census", "take_census"]
+__all__ = ["ClassifierChoice", "SizeCensus", "LayerCensus", "Census", "take_census", "checked_census"]
 
 
 @dataclass
@@ -110,6 +110,20 @@ def take_census(kernels: KernelSet, choice: ClassifierChoice | None = None) -> C
             rows = group.layer_index == i
             per_layer[name] = LayerCensus(name, group.size, group.kernels[rows], labels[rows])
     census.layers = [per_layer[name] for name in kernels.layer_order if name in per_layer]
+    return census
+
+
+def checked_census(kernels: KernelSet, choice: ClassifierChoice | None = None, *,
+                   log: Callable[[str], None] = print) -> Census:
+    """``take_census`` for a command: a given classifier that fits no size present is an error (``check_used``),
+    each skipped size is logged as ``skipped KxK (N kernels): reason``, and ValueError when no size has one."""
+    choice = choice if choice is not None else ClassifierChoice()
+    choice.check_used(kernels.sizes)
+    census = take_census(kernels, choice)
+    for s in census.skipped:
+        log(f"skipped {s['size']}x{s['size']} ({s['n_kernels']} kernels): {s['reason']}")
+    if not census.sizes:
+        raise ValueError(f"no classifier for any kernel size in {kernels.source} (sizes {kernels.sizes})")
     return census
 
 

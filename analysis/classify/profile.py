@@ -16,7 +16,7 @@ import numpy as np
 from dog_init import FAMILIES, LayerProfile, Profile, save_profile
 
 from ..kernels.extract import extract_depthwise
-from .census import ClassifierChoice, take_census
+from .census import ClassifierChoice, checked_census
 
 __all__ = ["measure_profile", "profile_table", "write_profile"]
 
@@ -33,12 +33,7 @@ def measure_profile(source, *, checkpoint=None, classifiers=None, log=print) -> 
     through ``log``; ValueError if none is left, or if a given classifier fits no size present."""
     kernels = extract_depthwise(source, checkpoint=checkpoint)
     choice = classifiers if isinstance(classifiers, ClassifierChoice) else ClassifierChoice(classifiers)
-    choice.check_used(kernels.sizes)
-    census = take_census(kernels, choice)
-    for s in census.skipped:
-        log(f"profile: {s['size']}x{s['size']} layers left out: {s['reason']}")
-    if not census.layers:
-        raise ValueError(f"no kernel size of {kernels.source} has a classifier (sizes {kernels.sizes})")
+    census = checked_census(kernels, choice, log=log)
     n = len(kernels.layer_order)
     depth = {name: i / (n - 1) if n > 1 else 0.5 for i, name in enumerate(kernels.layer_order)}
     layers = tuple(LayerProfile(layer.name, layer.kernel_size, depth[layer.name], len(layer.labels),

@@ -8,7 +8,7 @@ from typing import Callable
 
 from dog_init.files import atomic_path
 
-from ..classify.census import ClassifierChoice, take_census
+from ..classify.census import ClassifierChoice, checked_census
 from ..kernels.extract import extract_depthwise, nonfinite_warning
 from .folder import SHARE_COLUMNS, model_label, summary_row, write_kernel_csv
 
@@ -37,12 +37,7 @@ def classify_files(files: list[str], classifiers=None, *, csv=None, log: Callabl
     ks = extract_depthwise(list(files))
     if (note := nonfinite_warning(ks)) is not None:
         warn(note)
-    choice.check_used(ks.sizes)
-    census = take_census(ks, choice)
-    for s in census.skipped:
-        log(f"skipped {s['size']}x{s['size']} ({s['n_kernels']} kernels): {s['reason']}")
-    if not census.sizes:
-        raise ValueError(f"no classifier for any kernel size in {ks.source} (sizes {ks.sizes})")
+    census = checked_census(ks, choice, log=log)
     label = " + ".join(dict.fromkeys(model_label(f) for f in files))
     rows = [summary_row(label, ks.source, k, size.group, size.result, size.origin, size.classifier.threshold)
             for k, size in census.sizes.items()]
