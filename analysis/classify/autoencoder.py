@@ -242,7 +242,7 @@ def _warm_up(model, kernels, targets, config, b, device, rng, result, progress) 
 
 
 def _save_state(path: Path, model, optimiser, schedule, result, best_state, stale, rng, config) -> None:
-    from dog_init.preview import atomic_path
+    from dog_init.files import atomic_path
 
     state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
              "schedule": schedule.state_dict(), "history": result.history,

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from dog_init.preview import atomic_path
+from dog_init.files import atomic_path
 
 from .autoencoder import KernelAutoencoder
 from ._centroids import assign_centroids, close_centroids

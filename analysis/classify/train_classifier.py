@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dog_init.preview import atomic_path, check_output_file
+from dog_init.files import atomic_path, check_output_file
 
 __all__ = ["run_fit"]
 

@@ -38,7 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dog_init import render
-from dog_init.preview import atomic_path
+from dog_init.files import atomic_path
 
 from ._spaces import PARAM_NAMES, SPACES, fine_name, spaces_for, start_group
 from ..core.labels import families_for, template_bank
