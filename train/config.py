@@ -37,6 +37,7 @@ class ModelConfig:
     pretrained: bool = False              # timm's pretrained weights (needs the hub or its local cache)
     checkpoint: Optional[str] = None      # start from this weights file (.safetensors / .pth) instead
     channels_last: bool = False           # NHWC memory format: faster convs on GPUs and CPUs
+    sync_bn: bool = False                 # several processes: BatchNorm statistics over the global batch
 
 
 @dataclass
@@ -97,13 +98,17 @@ class AugmentConfig:
 @dataclass
 class OptimConfig:
     name: str = "adamw"                   # timm optimiser (timm.optim.list_optimizers()): adamw, lamb, sgd, ...
-    lr: float = 0.001                     # peak learning rate
+    lr: float = 0.001                     # peak learning rate (when lr_base is null)
+    lr_base: Optional[float] = None       # timm style: lr = lr_base x global batch / lr_base_size (replaces lr)
+    lr_base_size: int = 256               # the global batch lr_base is given for
+    lr_base_scale: str = "linear"         # linear | sqrt: how lr follows global batch / lr_base_size
+    tuned_batch: Optional[int] = None     # the global batch the recipe's lr was tuned for; another one warns
     weight_decay: float = 0.05            # decoupled for adamw; biases and norms are exempt
     eps: Optional[float] = None           # Adam-family epsilon; null = the optimiser's default
     momentum: float = 0.9                 # sgd / rmsprop momentum
     clip_grad: Optional[float] = None     # clip the gradient norm (or value) to this; null = off
     clip_mode: str = "norm"               # norm | value
-    accumulation: int = 1                 # micro-batches per optimiser step (accelerator.accumulate)
+    accumulation: int = 1                 # micro-batches per optimiser step (windows end with the epoch)
 
 
 @dataclass
@@ -127,6 +132,7 @@ class TrainConfig:
     precision: str = "no"                 # no | bf16 | fp16 (Accelerate mixed precision; fp16 needs CUDA)
     ema: bool = False                     # keep an EMA of the weights (timm ModelEmaV3), evaluated too
     ema_decay: float = 0.9998             # EMA decay per optimiser step
+    ema_warmup: bool = False              # timm ModelEmaV3 warm-up: decay grows from 0 towards ema_decay
     log_interval: int = 50                # optimiser steps between TensorBoard train scalars
     keep_last: int = 2                    # epoch checkpoints kept (the best one is kept too)
     best_by: str = "model"                # model | ema: the best checkpoint by the model's or the EMA's top-1
@@ -163,7 +169,8 @@ SECTIONS: dict[str, type] = dict(typing.get_type_hints(Config))
 # Values a field may take where its type alone is too loose; checked again (with live registries) at build time.
 CHOICES = {("data", "name"): ("synthetic", "imagefolder", "ffcv"), ("init", "parameterise"): ("none", "dog"),
            ("train", "precision"): ("no", "bf16", "fp16"), ("optim", "clip_mode"): ("norm", "value"),
-           ("augment", "re_mode"): ("const", "rand", "pixel"), ("train", "best_by"): ("model", "ema")}
+           ("augment", "re_mode"): ("const", "rand", "pixel"), ("train", "best_by"): ("model", "ema"),
+           ("optim", "lr_base_scale"): ("linear", "sqrt")}
 
 
 # ------------------------------------------------------------------------------------------ type checking
@@ -301,7 +308,7 @@ def apply_overrides(cfg: Config, pairs: list[tuple[str, str]]) -> Config:
 
 
 # ------------------------------------------------------------------------------------------ meaning
-_POSITIVE = ("data.img_size", "data.batch_size", "data.num_classes", "data.synthetic_train", "data.synthetic_val",
+_POSITIVE = ("optim.lr_base_size", "data.img_size", "data.batch_size", "data.num_classes", "data.synthetic_train", "data.synthetic_val",
              "optim.lr", "optim.accumulation", "train.epochs", "train.log_interval", "train.keep_last",
              "tracking.samples_per_family")
 
@@ -327,7 +334,8 @@ def validate(cfg: Config) -> Config:
                    "augment.label_smoothing", "schedule.warmup_epochs", "schedule.min_lr"):
         if get(dotted) < 0:
             raise ConfigError(f"{dotted} must be >= 0, got {get(dotted)!r}")
-    for dotted in ("data.train_subset", "data.val_subset", "data.eval_batch_size", "optim.clip_grad"):
+    for dotted in ("data.train_subset", "data.val_subset", "data.eval_batch_size", "optim.clip_grad", "optim.lr_base",
+                   "optim.tuned_batch"):
         if get(dotted) is not None and not get(dotted) > 0:
             raise ConfigError(f"{dotted} must be > 0 or null, got {get(dotted)!r}")
     if not 0 < cfg.data.crop_pct <= 1:
@@ -339,6 +347,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"tracking.at_steps must be a list of positive step numbers, got {cfg.tracking.at_steps}")
     if cfg.train.best_by == "ema" and not cfg.train.ema:
         raise ConfigError("train.best_by ema needs train.ema true (there is no EMA to rank checkpoints by)")
+    if cfg.model.sync_bn and not torch.cuda.is_available():
+        raise ConfigError("model.sync_bn needs CUDA GPUs (torch's SyncBatchNorm has no CPU kernels); set it false")
     if cfg.train.precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.precision fp16 needs a CUDA GPU (none here); use bf16 or no")
     try:

@@ -15,7 +15,7 @@ from timm.scheduler.scheduler import Scheduler
 
 from .config import Config, ConfigError
 
-__all__ = ["OneCycleScheduler", "build_optimizer", "build_scheduler", "TIMM_SCHEDULES"]
+__all__ = ["OneCycleScheduler", "build_optimizer", "build_scheduler", "global_batch", "peak_lr", "TIMM_SCHEDULES"]
 
 # timm's plateau schedule is left out: timm deprecates it, and its state is not checkpointed (no exact resume).
 TIMM_SCHEDULES = ("cosine", "tanh", "step", "multistep", "poly")
@@ -38,14 +38,30 @@ class OneCycleScheduler(Scheduler):
         return [float(np.interp(t + 1, self.knots, [0.0, base, base / 20, 0.0])) for base in self.base_values]
 
 
-def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """timm's ``create_optimizer_v2``: biases and norm weights get no weight decay."""
+def global_batch(cfg: Config, processes: int) -> int:
+    """Images per optimiser update: per-process batch x processes x accumulation."""
+    return cfg.data.batch_size * processes * cfg.optim.accumulation
+
+
+def peak_lr(cfg: Config, processes: int) -> float:
+    """``optim.lr``, or with ``optim.lr_base`` timm's rule: lr_base x (global batch / lr_base_size), the ratio
+    square-rooted when ``optim.lr_base_scale`` is sqrt."""
+    o = cfg.optim
+    if o.lr_base is None:
+        return o.lr
+    ratio = global_batch(cfg, processes) / o.lr_base_size
+    return o.lr_base * (ratio ** 0.5 if o.lr_base_scale == "sqrt" else ratio)
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module, processes: int = 1) -> torch.optim.Optimizer:
+    """timm's ``create_optimizer_v2`` at ``peak_lr``: biases and norm weights get no weight decay."""
     o = cfg.optim
     if o.name.lower() not in list_optimizers():
         raise ConfigError(f"optim.name {o.name!r} is not a timm optimiser; e.g. adamw, lamb, sgd, adam, rmsprop "
                           f"(timm.optim.list_optimizers())")
     extra = {"eps": o.eps} if o.eps is not None else {}
-    return create_optimizer_v2(model, opt=o.name, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum, **extra)
+    return create_optimizer_v2(model, opt=o.name, lr=peak_lr(cfg, processes), weight_decay=o.weight_decay,
+                               momentum=o.momentum, **extra)
 
 
 def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, updates_per_epoch: int) -> Scheduler:

@@ -30,7 +30,7 @@ from .data import build_data, build_mixup
 from .engine import (Diverged, TrainState, build_loss, evaluate, plain_model, train_one_epoch,
                      updates_per_epoch)
 from .models import build_model, check_input_size
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, global_batch, peak_lr
 from .run_folder import RunFolder, check_start
 from .signals import STOP
 from .tracking import Tracker
@@ -97,14 +97,17 @@ def _prepare(cfg: Config, accelerator, out: Path, resume: str | None, rescale_sc
     model, init_report = build_model(cfg, data.num_classes)
     check_input_size(model, cfg)
     set_seed(cfg.train.seed, device_specific=True)   # augmentation / mixup streams differ per process
-    optimizer = build_optimizer(cfg, model)
+    if cfg.model.sync_bn and accelerator.num_processes > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    _check_global_batch(cfg, accelerator)
+    optimizer = build_optimizer(cfg, model, accelerator.num_processes)
     model, optimizer = accelerator.prepare(model, optimizer)
     per_epoch = updates_per_epoch(len(data.train), cfg.optim.accumulation)
     scheduler = build_scheduler(cfg, optimizer, per_epoch)
     ema = None
     if cfg.train.ema:
         from timm.utils import ModelEmaV3
-        ema = ModelEmaV3(plain_model(accelerator, model), decay=cfg.train.ema_decay)
+        ema = ModelEmaV3(plain_model(accelerator, model), decay=cfg.train.ema_decay, use_warmup=cfg.train.ema_warmup)
     state = TrainState()
     # The schedule is a function of the configuration and the update count, so it is rebuilt, not restored; its
     # slot stays so that checkpoints keep their layout.
@@ -225,6 +228,20 @@ class RebuiltOnLoad:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+def _check_global_batch(cfg: Config, accelerator) -> None:
+    """Say the global batch and the peak lr; warn when the recipe's lr was tuned for another global batch."""
+    batch, lr = global_batch(cfg, accelerator.num_processes), peak_lr(cfg, accelerator.num_processes)
+    accelerator.print(f"global batch {batch} = {cfg.data.batch_size} per process x {accelerator.num_processes} "
+                      f"process(es) x {cfg.optim.accumulation} accumulation; peak lr {lr:.4g}"
+                      + (f" (optim.lr_base {cfg.optim.lr_base:g} x {batch} / {cfg.optim.lr_base_size}"
+                         f"{', sqrt' if cfg.optim.lr_base_scale == 'sqrt' else ''})" if cfg.optim.lr_base else ""))
+    tuned = cfg.optim.tuned_batch
+    if tuned is not None and tuned != batch and accelerator.is_main_process:
+        warnings.warn(f"this recipe's learning rate was tuned for a global batch of {tuned}, this run's is {batch}: "
+                      f"set data.batch_size / optim.accumulation to match, or give optim.lr_base (with "
+                      f"optim.lr_base_size {tuned}) to scale the rate", stacklevel=3)
 
 
 def _check_geometry(state: TrainState, now: dict, folder: Path, rescale: bool) -> None:
