@@ -14,7 +14,7 @@ in its trainable range ``[lo, hi]`` of ``BOUNDS`` by reparameterisation, ``value
 with ``z`` the stored, unconstrained parameter (``families.<family>.z_<name>``); angles are free (stored in radians, rendered in degrees). Discrete
 choices (``kind`` and ``sign`` of a second derivative, ``corner`` of a square) are buffers, fixed per channel.
 
-Ranges (pixels unless said; ``PARAMS`` draws well inside them, which ``tests/test_dogconv.py`` checks):
+Ranges (pixels unless said; ``PARAMS`` draws well inside them, which ``tests/dog_init/test_dogconv.py`` checks):
 
 =========================================  ======================================================================
 parameter                                  trainable range and why

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import ConfigError, SECTIONS, apply_overrides, describe, load_recipe
+from .config import ConfigError, apply_overrides, describe, load_recipe, override_pairs
 
 OPTIONS = ("--config", "--output-dir", "--epochs", "--seed", "--resume", "--rescale-schedule")
 
@@ -36,21 +36,10 @@ def parse_args(argv=None):
     args, rest = parser.parse_known_args(argv)
     if args.rescale_schedule and args.resume is None:
         parser.error("--rescale-schedule needs --resume auto|PATH")
-    pairs, i = [], 0
-    while i < len(rest):
-        token = rest[i]
-        name = token[2:].split("=", 1)[0]
-        if not token.startswith("--") or "." not in name:
-            parser.error(f"unknown option {token!r}; options: {', '.join(OPTIONS)}, or --SECTION.KEY VALUE with "
-                         f"sections {', '.join(SECTIONS)} (see --help)")
-        if "=" in token:
-            pairs.append((name, token.split("=", 1)[1]))
-            i += 1
-        elif i + 1 < len(rest):
-            pairs.append((name, rest[i + 1]))
-            i += 2
-        else:
-            parser.error(f"option {token} needs a value")
+    try:
+        pairs = override_pairs(rest)
+    except ConfigError as err:
+        parser.error(f"{err}; options: {', '.join(OPTIONS)} (see --help)")
     try:
         cfg = apply_overrides(load_recipe(args.config), pairs)
         for key, value in (("train.epochs", args.epochs), ("train.seed", args.seed),

@@ -22,8 +22,8 @@ from typing import Any, Optional, Union
 import yaml
 
 __all__ = ["Config", "ModelConfig", "InitConfig", "DataConfig", "AugmentConfig", "OptimConfig", "ScheduleConfig",
-           "TrainConfig", "TrackingConfig", "ConfigError", "load_recipe", "apply_overrides", "validate", "to_dict",
-           "to_yaml", "flat", "describe", "SECTIONS"]
+           "TrainConfig", "TrackingConfig", "ConfigError", "load_recipe", "override_pairs", "apply_overrides",
+           "validate", "to_dict", "to_yaml", "flat", "describe", "SECTIONS"]
 
 
 class ConfigError(ValueError):
@@ -289,6 +289,26 @@ def load_recipe(path: str | Path | None) -> Config:
         for key, value in values.items():
             _set(cfg, f"{section}.{key}", value, f"recipe {str(path)!r}")
     return cfg
+
+
+def override_pairs(tokens: list[str]) -> list[tuple[str, str]]:
+    """``["--optim.lr", "0.1", "--data.root=D"]`` -> ``[("optim.lr", "0.1"), ("data.root", "D")]``; ConfigError
+    naming a token that is no ``--SECTION.KEY`` or has no value."""
+    pairs, i = [], 0
+    while i < len(tokens):
+        token = tokens[i]
+        name = token[2:].split("=", 1)[0]
+        if not token.startswith("--") or "." not in name:
+            raise ConfigError(f"unknown option {token!r}; give --SECTION.KEY VALUE with sections {', '.join(SECTIONS)}")
+        if "=" in token:
+            pairs.append((name, token.split("=", 1)[1]))
+            i += 1
+        elif i + 1 < len(tokens):
+            pairs.append((name, tokens[i + 1]))
+            i += 2
+        else:
+            raise ConfigError(f"option {token} needs a value")
+    return pairs
 
 
 def apply_overrides(cfg: Config, pairs: list[tuple[str, str]]) -> Config:

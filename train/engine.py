@@ -179,8 +179,10 @@ def plain_model(accelerator, model: torch.nn.Module) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator, *, prepared: bool = True, desc: str = "eval") -> dict:
+def evaluate(model, loader, accelerator, *, prepared: bool = True, desc: str = "eval", tta: bool = False) -> dict:
     """Top-1 / top-5 accuracy (%) and mean cross-entropy over the whole validation set, each image counted once.
+
+    tta: average the logits of each image and its horizontal mirror (test-time augmentation "flip").
 
     prepared: the loader was prepared by ``accelerator`` (padding dropped by ``gather_for_metrics``); otherwise each
         process holds a disjoint shard (FFCV) and the sums are reduced.
@@ -190,6 +192,8 @@ def evaluate(model, loader, accelerator, *, prepared: bool = True, desc: str = "
     sums = torch.zeros(4, dtype=torch.float64, device=device)   # correct@1, correct@5, loss, count
     for x, y, _ in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_main_process):
         logits = model(x).float()
+        if tta:
+            logits = (logits + model(x.flip(3)).float()) / 2
         loss = torch.nn.functional.cross_entropy(logits, y, reduction="none")
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hit = top == y.view(-1, 1)

@@ -1,0 +1,1 @@
+"""Tests of the dog_init package."""

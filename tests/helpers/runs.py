@@ -1,0 +1,38 @@
+"""Running ``python -m train`` (and friends) in a subprocess for the tests, and reading what a run wrote."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import DATA, ROOT
+
+TINY = DATA / "tiny.yaml"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+
+
+def run_train(*args, module: str = "train", timeout: int = 600, check: bool = True, launcher=None):
+    """``python -m <module> *args`` from the repository root; returns the CompletedProcess."""
+    cmd = [*(launcher or [sys.executable, "-m"]), module, *map(str, args)]
+    done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done
+
+
+def census(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(run) / "census.jsonl").read_text().splitlines()]
+
+
+def metrics(run: Path, timing: bool = False) -> list[dict]:
+    """metrics.jsonl lines; without ``timing`` the wall-clock fields, which differ between runs, are dropped."""
+    drop = set() if timing else {"images_per_s", "train_seconds", "epoch_seconds"}
+    return [{k: v for k, v in json.loads(line).items() if k not in drop}
+            for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(run: Path, name: str = "model.safetensors") -> dict:
+    from safetensors.torch import load_file
+    return load_file(str(Path(run) / name))
