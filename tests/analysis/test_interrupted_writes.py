@@ -13,20 +13,10 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 import analysis.__main__ as cli
 from tests.helpers import ROOT
 from tests.helpers.files import depthwise_file
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models: on a busy 2-core machine intra-op threads only add seconds of spin-waiting.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def dead_pid() -> int:

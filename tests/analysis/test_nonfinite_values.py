@@ -9,20 +9,10 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 import analysis.__main__ as cli
 from analysis.report.folder import write_json
 from tests.helpers.files import depthwise_file, strict_json
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models: on a busy 2-core machine intra-op threads only add seconds of spin-waiting.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_report_warns_about_nonfinite_kernels(tmp_path, capsys):

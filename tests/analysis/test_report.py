@@ -36,15 +36,6 @@ def two_names(folder: Path) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These models are tiny: on a busy 2-core machine intra-op threads only add seconds of spin-waiting.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def synthetic(n_per_family: int, size: int, seed: int = 0) -> np.ndarray:
     return noisy_family_kernels(n_per_family, size, generator=torch.Generator().manual_seed(seed))[0].numpy()
 
