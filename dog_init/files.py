@@ -15,6 +15,8 @@ Standard library only: importing this module must stay cheap (no torch).
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import shutil
@@ -24,7 +26,8 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["check_output_file", "atomic_path", "atomic_folder", "remove_stale_partials", "writer_alive", "PARTIAL"]
+__all__ = ["check_output_file", "atomic_path", "atomic_folder", "remove_stale_partials", "writer_alive", "PARTIAL",
+           "missing_parents", "remove_created", "strict_json"]
 
 PARTIAL = ".partial-"   # ``.NAME.partial-<pid>-XXXXXXXX``: a folder being written for NAME
 _OLD = ".old-"          # ``.NAME.old-<pid>-XXXXXXXX``: holds the folder NAME replaced, until it is removed
@@ -47,7 +50,7 @@ def _check_parent(path: Path, what: str) -> None:
         raise ValueError(f"{what} {str(path)!r} cannot be written: folder {str(folder)!r} is not writable")
 
 
-def _missing_parents(path: Path) -> list[Path]:
+def missing_parents(path: Path) -> list[Path]:
     """The folders above ``path`` that do not exist yet, deepest first (what making ``path.parent`` creates)."""
     missing = []
     folder = path.parent
@@ -57,12 +60,31 @@ def _missing_parents(path: Path) -> list[Path]:
     return missing
 
 
-def _remove_created(created: list[Path]) -> None:
+def remove_created(created: list[Path]) -> None:
+    """Remove the (empty) folders ``missing_parents`` listed and a write then made, deepest first."""
     for folder in created:   # deepest first
         try:
             folder.rmdir()
         except OSError:      # something else was put there meanwhile: keep it
             break
+
+
+def strict_json(obj, **dumps) -> str:
+    """``json.dumps(obj, **dumps)`` that every parser reads: NaN / inf are written as null (JSON has neither; jq,
+    JavaScript and strict ``json.loads`` refuse a bare ``NaN``) and numpy scalars as plain numbers."""
+    return json.dumps(_plain(obj), allow_nan=False, **dumps)
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if type(x).__module__ == "numpy" and hasattr(x, "item"):   # a numpy scalar (numpy itself is not needed here)
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 def check_output_file(path, what: str = "output") -> Path:
@@ -89,12 +111,12 @@ class atomic_path:
 
     def __enter__(self) -> Path:
         check_output_file(self.dest, self.what)
-        self.created = _missing_parents(self.dest)
+        self.created = missing_parents(self.dest)
         try:
             self.dest.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(prefix=f".{self.dest.name}.", suffix=self.suffix, dir=self.dest.parent)
         except BaseException as err:
-            _remove_created(self.created)
+            remove_created(self.created)
             if isinstance(err, OSError):   # e.g. a read-only or virtual file system: the path is the problem
                 raise ValueError(f"{self.what} {str(self.dest)!r} cannot be written: {err.strerror or err}") from err
             raise
@@ -119,7 +141,7 @@ class atomic_path:
 
     def _clean(self) -> None:
         self.tmp.unlink(missing_ok=True)
-        _remove_created(self.created)
+        remove_created(self.created)
 
 
 def _fsync(path: Path) -> None:
@@ -189,13 +211,13 @@ class atomic_folder:
     def __enter__(self) -> Path:
         self._check_dest()
         _check_parent(self.dest, self.what)
-        self.created = _missing_parents(self.dest)
+        self.created = missing_parents(self.dest)
         try:
             self.dest.parent.mkdir(parents=True, exist_ok=True)
             self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}{PARTIAL}{os.getpid()}-",
                                              dir=self.dest.parent))
         except BaseException as err:
-            _remove_created(self.created)
+            remove_created(self.created)
             if isinstance(err, OSError):
                 raise ValueError(f"{self.what} {str(self.dest)!r} cannot be written: {err.strerror or err}") from err
             raise
@@ -251,7 +273,7 @@ class atomic_folder:
 
     def _clean(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
-        _remove_created(self.created)
+        remove_created(self.created)
 
 
 def _writer_pid(name: str, dest_name: str) -> int | None:

@@ -24,8 +24,8 @@ from dog_init.files import PARTIAL, atomic_folder, atomic_path
 
 from .signals import STOP
 
-__all__ = ["CheckpointManager", "CheckpointError", "CheckpointMismatch", "epoch_folders", "held_signals", "save_weights",
-           "read_weights_metadata", "MANIFEST"]
+__all__ = ["CheckpointManager", "CheckpointError", "CheckpointMismatch", "epoch_folders", "held_signals",
+           "save_weights", "read_weights_metadata", "MANIFEST"]
 
 MANIFEST = "complete.json"
 _NAME = re.compile(r"^epoch_(\d+)$")

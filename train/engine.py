@@ -90,6 +90,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, s
     window_start = start = time.perf_counter()
     images = updates = 0
     first_step = state.step
+    averaged = plain_model(accelerator, model) if ema is not None else None   # what the EMA follows
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
                disable=not accelerator.is_main_process)
     for i, (x, y, n_bad) in enumerate(bar):
@@ -126,7 +127,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, s
         updates += 1
         scheduler.step_update(num_updates=first_update + updates)
         if ema is not None:
-            ema.update(plain_model(accelerator, model), step=state.step)
+            ema.update(averaged, step=state.step)
         if state.step % log_interval == 0:
             _check_finite(accelerator, first_bad, first_step, accumulation, epoch)
             now = time.perf_counter()
@@ -158,8 +159,8 @@ def _check_finite(accelerator, first_bad: torch.Tensor, first_step: int, accumul
     """Diverged, on every process alike, when some process saw a non-finite loss (or holds non-finite weights)."""
     flags = first_bad.view(1)
     if model is not None:
-        finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
-        flags = torch.cat([flags, torch.tensor([0 if finite else 1], device=flags.device)])
+        finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()   # one device sync
+        flags = torch.cat([flags, (~finite).long().view(1)])
     gathered = accelerator.gather(flags).view(-1, len(flags))
     first = int(gathered[:, 0].min())
     if first != _NONE:

@@ -6,10 +6,9 @@ the trainer or the census.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-from dog_init.files import atomic_path
+from dog_init.files import atomic_path, strict_json
 
 __all__ = ["JsonLines"]
 
@@ -34,7 +33,7 @@ class JsonLines:
     def _write(self, records: list[dict]) -> None:
         # JSON has no NaN / Infinity: a non-finite number is written as null, which every parser reads.
         with atomic_path(self.path) as tmp:
-            tmp.write_text("".join(json.dumps(_finite(r), allow_nan=False) + "\n" for r in records))
+            tmp.write_text("".join(strict_json(r) + "\n" for r in records))
 
     def keep_until(self, step: int) -> None:
         """Drop records after ``step`` (those a resumed run will write again)."""
@@ -45,13 +44,3 @@ class JsonLines:
         key = tuple(record.get(k) for k in self.key)
         self._write([r for r in self.read() if tuple(r.get(k) for k in self.key) != key] + [record])
 
-
-def _finite(value):
-    """``value`` with every non-finite float replaced by None, recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

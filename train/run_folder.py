@@ -4,8 +4,8 @@
 takes an exclusive POSIX record lock (``fcntl.lockf``) on ``OUTPUT/.lock``, which holds the owner's pid and host: a
 second run on the same folder is refused by name while the first lives, and the kernel drops the lock of a killed
 run, so a stale lock never blocks a resume. (A record lock belongs to the process, so DataLoader workers forked
-from it do not keep it alive after it died, as they would an ``flock``.) ``abandon`` undoes the claim when a setting is refused before anything was written (the
-folders it created are removed again); ``release`` ends a run.
+from it do not keep it alive after it died, as they would an ``flock``.) ``abandon`` undoes the claim when a
+setting is refused before anything was written (the folders it created are removed again); ``release`` ends a run.
 
 What a folder may hold decides what a run may do with it (``check_start``): a folder with checkpoints or final
 weights is continued only with ``--resume``; a folder with neither (a run that stopped before its first epoch ended)
@@ -19,6 +19,8 @@ import json
 import os
 import socket
 from pathlib import Path
+
+from dog_init.files import missing_parents, remove_created
 
 from .config import ConfigError
 
@@ -57,18 +59,14 @@ class RunFolder:
     def claim(self) -> "RunFolder":
         if not self.main:
             return self
-        missing = []
-        for parent in (self.path, *self.path.parents):
-            if parent.exists():
-                break
-            missing.append(parent)
+        lock = self.path / LOCK
         try:
-            for folder in reversed(missing):
-                folder.mkdir()
-                self._created.append(folder)
-            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            self._created = missing_parents(lock)   # the run folder itself and any missing folder above it
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
-            self._remove_created()
+            remove_created(self._created)
+            self._created = []
             raise ConfigError(f"output dir {str(self.path)!r} cannot be created or written: "
                               f"{err.strerror or err} ({str(err.filename or self.path)!r})") from None
         try:
@@ -91,21 +89,14 @@ class RunFolder:
         self.release()
         if created:
             (self.path / LOCK).unlink(missing_ok=True)
-            self._remove_created()
+            remove_created(self._created)
+            self._created = []
 
     def release(self) -> None:
         # The lock file stays: removing it could let a run that opened it meanwhile lock an unlinked file.
         if self._fd is not None:
             os.close(self._fd)   # closing drops the lock
             self._fd = None
-
-    def _remove_created(self) -> None:
-        for folder in reversed(self._created):   # innermost first; only folders this claim made, if empty
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
-        self._created = []
 
 
 def _read_holder(fd: int) -> str:

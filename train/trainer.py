@@ -14,6 +14,7 @@ import json
 import shlex
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,12 +22,12 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from timm.utils import distribute_bn
 
-from dog_init import bake_
+from dog_init import InitReport, bake_
 from dog_init.files import atomic_path
 
 from .checkpoint import CheckpointError, CheckpointManager, CheckpointMismatch, epoch_folders, save_weights
 from .config import Config, ConfigError, flat, to_yaml, validate
-from .data import build_data, build_mixup
+from .data import DataBundle, build_data, build_mixup
 from .engine import (Diverged, TrainState, build_loss, evaluate, plain_model, train_one_epoch,
                      updates_per_epoch)
 from .models import build_model, check_input_size
@@ -91,7 +92,23 @@ def _fit(cfg: Config, resume: str | None, recipe: str | None, rescale_schedule: 
         folder.release()
 
 
-def _prepare(cfg: Config, accelerator, out: Path, resume: str | None, rescale_schedule: bool) -> dict:
+@dataclass
+class _Prepared:
+    """What ``_prepare`` built and loaded, before anything was written."""
+    data: DataBundle
+    model: torch.nn.Module              # prepared by Accelerate
+    init_report: InitReport | None
+    optimizer: torch.optim.Optimizer
+    scheduler: object                   # a timm Scheduler
+    ema: object | None                  # timm ModelEmaV3
+    state: TrainState
+    checkpoints: CheckpointManager
+    resume: str | None                  # what --resume asked for
+    resumed: Path | None                # the checkpoint loaded, if any
+    per_epoch: int                      # optimiser updates per epoch
+
+
+def _prepare(cfg: Config, accelerator, out: Path, resume: str | None, rescale_schedule: bool) -> _Prepared:
     """Everything that can refuse the run, without writing: data, model, optimiser, schedule, the checkpoint."""
     data = build_data(cfg, accelerator)
     model, init_report = build_model(cfg, data.num_classes)
@@ -127,28 +144,25 @@ def _prepare(cfg: Config, accelerator, out: Path, resume: str | None, rescale_sc
     vars(state).update(geometry)
     scheduler.step(state.epoch)   # the lr where the run stands (per-epoch and per-update schedules alike)
     scheduler.step_update(state.epoch * per_epoch)
-    return dict(data=data, model=model, init_report=init_report, optimizer=optimizer, scheduler=scheduler, ema=ema,
-                state=state, checkpoints=checkpoints, resume=resume, resumed=resumed, per_epoch=per_epoch)
+    return _Prepared(data, model, init_report, optimizer, scheduler, ema, state, checkpoints, resume, resumed,
+                     per_epoch)
 
 
-def _train(cfg: Config, accelerator, out: Path, run: dict) -> dict:
-    data, model, optimizer, scheduler, ema, state = (run[k] for k in ("data", "model", "optimizer", "scheduler",
-                                                                       "ema", "state"))
-    checkpoints, resumed, init_report = run["checkpoints"], run["resumed"], run["init_report"]
-    say = accelerator.print
+def _train(cfg: Config, accelerator, out: Path, run: _Prepared) -> dict:
+    state, resumed, say = run.state, run.resumed, accelerator.print
     # Everything that can refuse a setting has been built and the checkpoint loaded: now write.
     if accelerator.is_main_process:
         if resumed is not None and (out / "config.yaml").is_file():
             _warn_changes((out / "config.yaml").read_text(), to_yaml(cfg))
         with atomic_path(out / "config.yaml") as tmp:
             tmp.write_text(to_yaml(cfg))
-        if init_report is not None and resumed is None:
-            init_report.to_json(out / "init_report.json")
-    checkpoints.clean_partial()
+        if run.init_report is not None and resumed is None:
+            run.init_report.to_json(out / "init_report.json")
+    run.checkpoints.clean_partial()
     say(f"resumed from {resumed} (epoch {state.epoch}, step {state.step})" if resumed else
-        f"{'no checkpoint to resume; ' if run['resume'] else ''}starting {cfg.model.name} "
+        f"{'no checkpoint to resume; ' if run.resume else ''}starting {cfg.model.name} "
         f"({_init_label(cfg)}) in {out}")
-    say(data.description)
+    say(run.data.description)
     t = cfg.tracking
     tracker = Tracker(out, accelerator, figures=t.figures, histograms=t.histograms, fit=t.fit,
                       samples_per_family=t.samples_per_family, resume_step=state.step if resumed else None, log=say)
@@ -159,15 +173,14 @@ def _train(cfg: Config, accelerator, out: Path, run: dict) -> dict:
     return record
 
 
-def _epochs(cfg: Config, accelerator, out: Path, run: dict, tracker: Tracker) -> dict:
-    data, model, optimizer, scheduler, ema, state = (run[k] for k in ("data", "model", "optimizer", "scheduler",
-                                                                       "ema", "state"))
-    checkpoints, say, t = run["checkpoints"], accelerator.print, cfg.tracking
-    if run["resumed"] is None:
+def _epochs(cfg: Config, accelerator, out: Path, run: _Prepared, tracker: Tracker) -> dict:
+    data, model, scheduler, ema, state = run.data, run.model, run.scheduler, run.ema, run.state
+    say, t = accelerator.print, cfg.tracking
+    if run.resumed is None:
         tracker.text("config", to_yaml(cfg))
         tracker.hparams(flat(cfg))
-        if run["init_report"] is not None:
-            tracker.text("init", run["init_report"].summary())
+        if run.init_report is not None:
+            tracker.text("init", run.init_report.summary())
 
     def census(kind: str) -> dict | None:
         if not t.census:
@@ -175,7 +188,7 @@ def _epochs(cfg: Config, accelerator, out: Path, run: dict, tracker: Tracker) ->
         return tracker.take_census(plain_model(accelerator, model), epoch=state.epoch, step=state.step, kind=kind,
                                    ema=ema.module if ema is not None and t.ema else None)
 
-    if run["resumed"] is None:
+    if run.resumed is None:
         census("epoch")
     at_steps = set(t.at_steps)
     mixup = build_mixup(cfg, data.num_classes)
@@ -187,8 +200,8 @@ def _epochs(cfg: Config, accelerator, out: Path, run: dict, tracker: Tracker) ->
             data.train.set_epoch(epoch)
         try:
             stats = train_one_epoch(
-                model, data.train, optimizer, scheduler, loss_fn, accelerator, state, epoch=epoch,
-                epochs=cfg.train.epochs, accumulation=cfg.optim.accumulation, first_update=epoch * run["per_epoch"],
+                model, data.train, run.optimizer, scheduler, loss_fn, accelerator, state, epoch=epoch,
+                epochs=cfg.train.epochs, accumulation=cfg.optim.accumulation, first_update=epoch * run.per_epoch,
                 clip_grad=cfg.optim.clip_grad, clip_mode=cfg.optim.clip_mode, mixup=mixup, ema=ema,
                 log_interval=cfg.train.log_interval, log=tracker.scalars, check_at=at_steps,
                 on_step=lambda step: census("step") if step in at_steps else None)
@@ -212,7 +225,7 @@ def _epochs(cfg: Config, accelerator, out: Path, run: dict, tracker: Tracker) ->
                   "epoch_seconds": time.perf_counter() - started}
         tracker.epoch_metrics(record)
         say(_epoch_line(record, cfg.train.epochs, taken))
-        checkpoints.save(state.epoch, state.step, metrics["top1"], state.best_epoch)
+        run.checkpoints.save(state.epoch, state.step, metrics["top1"], state.best_epoch)
     _finish(cfg, accelerator, model, ema, out, state, say)
     return record
 

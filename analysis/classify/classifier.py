@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from dog_init.files import atomic_path
+from dog_init.files import atomic_path, strict_json
 
 from .autoencoder import KernelAutoencoder
 from ._centroids import assign_centroids, close_centroids
@@ -184,7 +184,7 @@ class KernelClassifier:
             meta.update(widths=list(self.autoencoder.widths),
                         negative_slope=self.autoencoder.encoder[1].negative_slope,
                         intervals=[iv.__dict__ for iv in self.intervals])
-        text = json.dumps(_finite(meta), indent=1, allow_nan=False)   # before any file is written
+        text = strict_json(meta, indent=1)   # before any file is written
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp))
         with atomic_path(path.with_suffix(".json")) as tmp:
@@ -278,19 +278,6 @@ def _as_kernels(kernels, size: int) -> np.ndarray:
                          f"KernelClassifier.pretrained({arr.shape[-1]}) or fit one" if arr.ndim == 3 else
                          f"expected kernels of shape (N, {size}, {size}), got {arr.shape}")
     return arr
-
-
-def _finite(obj):
-    """``obj`` with every non-finite float replaced by None, so the metadata is valid JSON (no NaN / Infinity)."""
-    if isinstance(obj, dict):
-        return {key: _finite(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(value) for value in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

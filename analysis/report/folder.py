@@ -21,8 +21,6 @@ interrupted run leaves no partial report; the folders of runs killed outright ar
 from __future__ import annotations
 
 import csv
-import json
-import math
 import os
 import re
 import sys
@@ -31,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from dog_init.files import atomic_folder, remove_stale_partials
+from dog_init.files import atomic_folder, remove_stale_partials, strict_json
 
 from ..classify.census import Census, ClassifierChoice, take_census
 from ..core.labels import LABELS
@@ -320,18 +318,4 @@ def _write_summary_csv(path: Path, rows: list[dict]) -> Path:
 
 
 def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(_json_safe(obj), indent=1, allow_nan=False))
-
-
-def _json_safe(x):
-    """``x`` with numpy scalars as Python ones and every NaN/inf as None: summary.json must be strict JSON, and a
-    bare ``NaN`` is refused by jq, JavaScript and strict ``json.loads`` readers."""
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
+    path.write_text(strict_json(obj, indent=1))

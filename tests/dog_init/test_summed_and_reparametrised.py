@@ -130,27 +130,20 @@ def test_mobileone_branches_share_one_kernel_per_channel(mobileone, name):
         assert_bank_kernels(applied, bank)
 
 
-def test_fastvit_large_and_small_kernel_sum_to_one_kernel():
+@pytest.mark.parametrize("init, spread", [
+    (dog_init_, lambda w: w.std()),                       # DoG: the default std of the large conv
+    (covariance_init_, lambda w: w.square().mean().sqrt()),  # covariance: its root-mean-square weight
+], ids=["dog", "covariance"])
+def test_fastvit_large_and_small_kernel_sum_to_one_kernel(init, spread):
     model = timm.create_model("fastvit_t8", pretrained=False)
-    dog_init_(model, seed=0)
+    init(model, seed=0)
     block = model.stages[1].downsample.proj[0]
     large, small = block.large_conv.conv.weight.detach(), block.small_conv.conv.weight.detach()
     pad = (large.shape[-1] - small.shape[-1]) // 2
-    # pixels both windows cover are split equally; the sum has the default std of the large conv
+    # pixels both windows cover are split equally; the applied sum is one kernel at the layer's scale
     assert torch.equal(large[..., pad:-pad, pad:-pad], small)
     applied = large + nn.functional.pad(small, [pad] * 4)
-    assert abs(applied.std().item() / default_std(block.large_conv.conv) - 1) < 1e-4
-
-
-def test_fastvit_large_and_small_kernel_sum_to_one_covariance_draw():
-    model = timm.create_model("fastvit_t8", pretrained=False)
-    covariance_init_(model, seed=0)
-    block = model.stages[1].downsample.proj[0]
-    large, small = block.large_conv.conv.weight.detach(), block.small_conv.conv.weight.detach()
-    pad = (large.shape[-1] - small.shape[-1]) // 2
-    assert torch.equal(large[..., pad:-pad, pad:-pad], small)
-    applied = large + nn.functional.pad(small, [pad] * 4)
-    assert math.isclose(applied.square().mean().sqrt().item(), default_std(block.large_conv.conv), rel_tol=1e-4)
+    assert abs(spread(applied).item() / default_std(block.large_conv.conv) - 1) < 1e-4
 
 
 class RepBlock(nn.Module):
