@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test classifiers evidence fit-evidence bench clean cifar-data cifar-experiment cifar-dogconv cifar-peers cifar-results
+.PHONY: install demo test classifiers evidence fit-evidence bench clean cifar-data cifar-experiment cifar-dogconv cifar-peers cifar-k9 cifar-results
 
 install: $(STAMP)
 
@@ -30,7 +30,7 @@ demo: install
 
 # The bundled classifiers in analysis/weights (needs ../shared/data/kernels; about 21 min on 2 CPU cores).
 classifiers: install
-	$(PY) -m analysis.classify.bundle --sizes 3 5 7
+	$(PY) -m analysis.classify.bundle --sizes 3 5 7 9 11 13
 
 # The README's evidence: the bundled classifiers on the real kernels of ../shared/data/kernels.
 SHARED_KERNELS ?= ../shared/data/kernels
@@ -65,21 +65,33 @@ CIFAR_RUNS  := runs/cifar10_cpu
 cifar-experiment: ARMS = default dog
 cifar-dogconv: ARMS = dogconv dogconv_residual
 # The published depthwise initialisers beside DoG, trained and frozen (issue 17's comparison; docs/results.md).
-PEER_ARMS ?= covariance impulse frozen_dog frozen_default covariance_transfer gaussian bank frozen_covariance \
-             frozen_bank frozen_impulse
+ALL_PEER_ARMS := covariance impulse frozen_dog frozen_default covariance_transfer gaussian bank frozen_covariance \
+                 frozen_bank frozen_impulse
+PEER_ARMS ?= $(ALL_PEER_ARMS)
 cifar-peers: ARMS = $(PEER_ARMS)
-cifar-experiment cifar-dogconv cifar-peers: install cifar-data
+# 9x9 depthwise kernels (issue 16): one seed of each arm, the census over epochs by the bundled 9x9 classifier.
+cifar-k9: ARMS = default_k9 dog_k9
+cifar-k9: CIFAR_SEEDS = 0
+cifar-experiment cifar-dogconv cifar-peers cifar-k9: install cifar-data
 	for seed in $(CIFAR_SEEDS); do for arm in $(ARMS); do \
 	  $(PY) -m train --config recipes/cifar10_cpu/$$arm.yaml --seed $$seed --output-dir $(CIFAR_RUNS)/$$arm-s$$seed \
 	    --resume auto || exit 1; done; done
-	$(MAKE) cifar-results
+	$(MAKE) cifar-results RESULTS_ARMS="$(RESULTS_ARMS)" RESULTS_OUT=$(RESULTS_OUT)
 
-# Censuses again with the bundled classifiers (cheap: every epoch checkpoint is kept), then tables and figures.
-CIFAR_ARMS = $(sort $(patsubst $(CIFAR_RUNS)/%-s0,%,$(wildcard $(CIFAR_RUNS)/*-s0)))
+# Censuses again with the bundled classifiers (cheap: every epoch checkpoint is kept), then tables and figures of
+# the finished RESULTS_ARMS runs of seeds 0-2 (each target passes its own arms and folder; a run in progress waits).
+RESULTS_ARMS ?= default dog dogconv dogconv_residual
+RESULTS_OUT  ?= docs/cifar10
+cifar-experiment cifar-dogconv: RESULTS_ARMS = default dog dogconv dogconv_residual
+cifar-peers: RESULTS_ARMS = $(ALL_PEER_ARMS)
+cifar-peers: RESULTS_OUT = docs/cifar10_peers
+cifar-k9: RESULTS_ARMS = default_k9 dog_k9
+cifar-k9: RESULTS_OUT = docs/cifar10_k9
+arm_runs = $(patsubst %/model.safetensors,%,$(wildcard $(foreach s,0 1 2,$(CIFAR_RUNS)/$(1)-s$(s)/model.safetensors)))
 cifar-results: install
-	$(PY) -m train.census $(foreach arm,$(CIFAR_ARMS),$(foreach s,$(CIFAR_SEEDS),$(CIFAR_RUNS)/$(arm)-s$(s)))
-	$(PY) -m train.results $(foreach arm,$(CIFAR_ARMS),$(arm)=$(subst $(space),$(comma),$(strip \
-	  $(foreach s,$(CIFAR_SEEDS),$(CIFAR_RUNS)/$(arm)-s$(s))))) --out docs/cifar10
+	$(PY) -m train.census $(foreach arm,$(RESULTS_ARMS),$(call arm_runs,$(arm)))
+	$(PY) -m train.results $(foreach arm,$(RESULTS_ARMS),$(if $(call arm_runs,$(arm)),$(arm)=$(subst \
+	  $(space),$(comma),$(strip $(call arm_runs,$(arm)))))) --out $(RESULTS_OUT)
 
 comma := ,
 space := $(empty) $(empty)

@@ -7,8 +7,12 @@ torchvision side is the trainer's own path (``train.data``: CheckedImageFolder, 
 ``--cache``). Each loader runs one warm-up pass (FFCV compiles its pipeline then), and the second pass is timed.
 Target: FFCV >= 2x. Skipped, with the reason, where the ffcv extra is absent.
 
-    python benchmarks/data.py --quick      # 5,000 training images (500 per class)
-    python benchmarks/data.py              # all 50,000
+``--augment``: both sides also do the ImageNet recipes' RandAugment (rand-m9-mstd0.5-inc1) and random erasing
+(0.25, pixel): timm's per-image PIL ops in the DataLoader workers, against ``train.data.BatchAugment`` on the
+batches FFCV delivers (on this CPU here; on a GPU in the training run).
+
+    python benchmarks/data.py --quick [--augment]     # 5,000 training images (500 per class)
+    python benchmarks/data.py                         # all 50,000
 """
 from __future__ import annotations
 
@@ -56,31 +60,40 @@ def image_folder(cache: Path, per_class: int | None) -> Path:
     return folder
 
 
-def torchvision_pass(folder: Path, workers: int) -> tuple[int, float]:
+AUTO_AUGMENT, RE_PROB = "rand-m9-mstd0.5-inc1", 0.25
+
+
+def torchvision_pass(folder: Path, workers: int, augment: bool) -> tuple[int, float]:
     from timm.data import create_transform
     from torch.utils.data import DataLoader
 
     from train.data import CheckedImageFolder, collate_skipping
+    extra = dict(auto_augment=AUTO_AUGMENT, re_prob=RE_PROB, re_mode="pixel") if augment else {}
     tf = create_transform(SIZE, is_training=True, scale=(0.08, 1.0), hflip=0.5, color_jitter=None, mean=MEAN,
-                          std=STD)
+                          std=STD, **extra)
     loader = DataLoader(CheckedImageFolder(folder, tf), batch_size=BATCH, shuffle=True, drop_last=True,
                         num_workers=workers, collate_fn=collate_skipping)
     return _timed(loader)
 
 
-def ffcv_pass(folder: Path, cache: Path, workers: int) -> tuple[int, float]:
+def ffcv_pass(folder: Path, cache: Path, workers: int, augment: bool) -> tuple[int, float]:
     from ffcv.fields.decoders import IntDecoder, RandomResizedCropRGBImageDecoder
     from ffcv.loader import Loader, OrderOption
     from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, Squeeze, ToTensor, ToTorchImage
 
     from train.data import write_beton
+    from train.data.batch_augment import BatchAugment
+    from train.data.ffcv import FfcvLoader
     beton = cache / f"{folder.parent.name}.beton"
     if not beton.is_file():
         write_beton(folder, beton, max_res=SIZE, write_mode="jpg", workers=workers)
-    pipeline = [RandomResizedCropRGBImageDecoder((SIZE, SIZE), scale=(0.08, 1.0)), RandomHorizontalFlip(),
-                NormalizeImage(np.array(MEAN) * 255, np.array(STD) * 255, np.float32), ToTensor(), ToTorchImage()]
+    pipeline = [RandomResizedCropRGBImageDecoder((SIZE, SIZE), scale=(0.08, 1.0)), RandomHorizontalFlip()]
+    pipeline += [ToTensor(), ToTorchImage()] if augment else [
+        NormalizeImage(np.array(MEAN) * 255, np.array(STD) * 255, np.float32), ToTensor(), ToTorchImage()]
     loader = Loader(str(beton), batch_size=BATCH, num_workers=workers, order=OrderOption.RANDOM, seed=0,
                     drop_last=True, pipelines={"image": pipeline, "label": [IntDecoder(), ToTensor(), Squeeze()]})
+    if augment:   # what the trainer's FFCV path does: uint8 batches through BatchAugment
+        loader = FfcvLoader(loader, BatchAugment(MEAN, STD, auto_augment=AUTO_AUGMENT, re_prob=RE_PROB))
     return _timed(loader)
 
 
@@ -99,6 +112,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="loader workers (both sides)")
     parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench_data", help="extracted images, betons")
     parser.add_argument("--quick", action="store_true", help="5,000 images instead of 50,000")
+    parser.add_argument("--augment", action="store_true", help="also RandAugment + random erasing (both sides)")
     args = parser.parse_args(argv)
     if importlib.util.find_spec("ffcv") is None:
         print("skipped: the ffcv extra is not installed (pip install -e '.[ffcv]', after pkg-config, "
@@ -109,11 +123,12 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(1)   # the loaders' own workers do the work; the timing loop only iterates
     folder = image_folder(args.cache, 500 if args.quick else None)
-    n_tv, s_tv = torchvision_pass(folder, args.workers)
-    n_ff, s_ff = ffcv_pass(folder, args.cache, args.workers)
+    n_tv, s_tv = torchvision_pass(folder, args.workers, args.augment)
+    n_ff, s_ff = ffcv_pass(folder, args.cache, args.workers, args.augment)
     tv, ff = n_tv / s_tv, n_ff / s_ff
     print(f"machine: {machine()}, load average {load_average():.1f}; {args.workers} "
-          f"workers, batch {BATCH}, {SIZE} px random-resized crop + flip + normalise")
+          f"workers, batch {BATCH}, {SIZE} px random-resized crop + flip + normalise"
+          + (f" + {AUTO_AUGMENT} + random erasing {RE_PROB}" if args.augment else ""))
     print(f"torchvision ImageFolder + DataLoader: {n_tv} images in {s_tv:.2f} s = {tv:.0f} images/s")
     print(f"FFCV Loader:                          {n_ff} images in {s_ff:.2f} s = {ff:.0f} images/s")
     print(f"ratio FFCV / torchvision: {ff / tv:.2f} -> " + ("meets" if ff / tv >= TARGET else "MISSES")

@@ -1,5 +1,6 @@
-"""One cluster census of ConvMixer-768/32 against one optimiser step of the same model, extrapolated to an
-ImageNet epoch at batch 640 (the paper's Appendix F setting; target: the census under 1 % of the epoch).
+"""One cluster census of ConvMixer-768/32 (or ``--model convmixer_1536_20``: 24,576 9x9 kernels) against one
+optimiser step of the same model, extrapolated to an ImageNet epoch at batch 640 (the paper's Appendix F setting;
+target: the census under 1 % of the epoch).
 
 The census is what ``python -m train`` does after every epoch on the main process (``train.tracking``): extract the
 24,576 7x7 depthwise kernels, classify them with the bundled classifier, append the census line, and log to
@@ -12,6 +13,7 @@ against a fast GPU epoch at ``--gpu-images-per-s`` (default 5,000 images/s: 10 r
 
     python benchmarks/tracking.py --quick      # step at batch 2, one census of each kind
     python benchmarks/tracking.py              # step at batch 8, 3 censuses each
+    python benchmarks/tracking.py --quick --model convmixer_1536_20
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from _common import load_average, machine  # noqa: E402  (benchmarks/, beside th
 import torch  # noqa: E402
 
 IMAGENET, GLOBAL_BATCH, TARGET = 1_281_167, 640, 0.01
+PATCH = {"convmixer_768_32": 14, "convmixer_1536_20": 7}   # timm's ImageNet patch sizes (kernels 7 and 9)
 
 
 class _Main:   # the tracker's view of a one-process Accelerator
@@ -76,6 +79,7 @@ def main(argv=None) -> int:
     parser.add_argument("--gpu-images-per-s", type=float, default=5000.0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--model", default="convmixer_768_32", choices=sorted(PATCH))
     args = parser.parse_args(argv)
     batch, repeats = args.batch or (2 if args.quick else 8), args.repeats or (1 if args.quick else 3)
     if args.threads:
@@ -83,7 +87,7 @@ def main(argv=None) -> int:
     import dog_init
     from analysis.kernels.timm_models import create_model
     torch.manual_seed(0)
-    model = create_model("convmixer_768_32", patch_size=14)
+    model = create_model(args.model, patch_size=PATCH[args.model])
     default = census_seconds(model, repeats)
     dog_init.dog_init_(model, "paper", seed=0)
     dog = census_seconds(model, repeats)
@@ -93,7 +97,7 @@ def main(argv=None) -> int:
     gpu_epoch = IMAGENET / args.gpu_images_per_s
     worst = max(default["total"], dog["total"])
 
-    print(f"machine: {machine()}, load average {load_average():.1f}, torch "
+    print(f"{args.model}; machine: {machine()}, load average {load_average():.1f}, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads")
     for name, c in (("default init", default), ("DoG init", dog)):
         print(f"census, {name}: {c['kernels']} kernels ({100 * c['clustered']:.1f} % clustered): "

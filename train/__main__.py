@@ -5,7 +5,9 @@ clusters (also under ``accelerate launch -m train`` and ``torchrun --nproc_per_n
 Exit status: 0 done; 2 bad configuration / option / data folder, a run folder in use by another run, a checkpoint
 that does not fit the configuration, or a resume that changes the batch geometry (nothing written); 1 a failure
 during training (an unreadable image, a loss that stopped being finite: the last good checkpoint is kept);
-130 interrupted (the checkpoint being written was finished; resume with --resume auto).
+130 interrupted by Ctrl-C (the checkpoint being written was finished; resume with --resume auto); after SIGTERM
+143 and after SIGUSR1 0, both once a checkpoint at the current optimiser step is written (``train.signals``:
+``--resume auto`` continues at the exact batch).
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ def main(argv=None) -> int:
     args, cfg, parser = parse_args(argv)
     from .data import UnreadableImage
     from .engine import Diverged
+    from .signals import EXIT_CODES, Preempted
     from .trainer import fit
     try:
         fit(cfg, resume=args.resume, recipe=args.config, rescale_schedule=args.rescale_schedule)
@@ -71,6 +74,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted; no partial checkpoint was left. Continue with --resume auto", file=sys.stderr)
         return 130
+    except Preempted as err:
+        print(f"preempted: {err}. Continue with --resume auto", file=sys.stderr)
+        return EXIT_CODES[err.signum]
     return 0
 
 

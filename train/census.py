@@ -2,12 +2,13 @@
 finished run's epoch censuses again from its checkpoints.
 
 A census extracts every depthwise kernel of the (unwrapped) model, classifies each size through analysis's census
-loop (``analysis.take_census``: the bundled classifier of the size; a size without one is reported once and
-skipped) and records the shares of the paper's clusters (Babaiee et al., ICLR 2024, Sec. 4 and Appendix G): one
+loop (``analysis.take_census``: the bundled classifier of the size, every odd size from 3; an even size or 1 is
+reported once and skipped) and records the shares of the paper's clusters (Babaiee et al., ICLR 2024, Sec. 4 and Appendix G): one
 ``census.jsonl`` line
 
     {"epoch", "step", "kind": "epoch" | "step", "clustered", "families": {family: share}, "degenerate",
-     "kernels", "layers": [{"name", "kernel_size", "clustered", "families", "degenerate"}], "ema": {...}}
+     "kernels", "sizes": {"K": {"clustered", "families", "degenerate", "kernels"}},
+     "layers": [{"name", "kernel_size", "clustered", "families", "degenerate"}], "ema": {...}}
 
 with shares of all classified kernels in 0..1 (``families`` includes ``other``, clustered kernels that match no
 family, so ``clustered == sum(families)``).
@@ -55,7 +56,7 @@ class CensusResult:
 
 class Census:
     """Classifies a model's depthwise kernels through analysis's census loop (``analysis.take_census``: the
-    bundled classifier of each size; a size without one is reported once and skipped)."""
+    bundled classifier of each odd size; an even size is reported once and skipped)."""
 
     def __init__(self, log=print, fit: bool = False):
         self.choice = ClassifierChoice(log=log)   # loaded classifiers are kept for the whole run
@@ -80,6 +81,8 @@ class Census:
         all_labels = census.labels()
         skipped = {s["size"]: s["n_kernels"] for s in census.skipped}
         record = {**_shares(all_labels), "kernels": int(len(all_labels)),
+                  "sizes": {str(k): {**_shares(size.labels), "kernels": len(size.labels)}
+                            for k, size in census.sizes.items()},
                   "layers": [{"name": name, "kernel_size": k, **_shares(lab)} for name, k, _, lab in layers]}
         agreeing = [(lab == designed[name]) for name, _, _, lab in layers if name in designed]
         if agreeing:   # a DoGConv2d channel cannot leave its family: does the classifier name that family?

@@ -1,11 +1,13 @@
-"""Epoch checkpoints through ``accelerator.save_state``, written atomically, verified on resume, pruned.
+"""Epoch and step checkpoints through ``accelerator.save_state``, written atomically, verified on resume, pruned.
 
-Layout: ``OUTPUT/checkpoints/epoch_N/`` holds what Accelerate saves (model, optimiser, RNG states of every process,
-the registered scheduler / counters / EMA) plus ``complete.json``, a manifest of every file's size and CRC32 written
-last. A checkpoint is written into ``.epoch_N.partial-<pid>-XXXXXXXX`` (``dog_init.files.atomic_folder``) and
+Layout: ``OUTPUT/checkpoints/epoch_N/`` (after epoch N's evaluation) and ``step_S/`` (mid-epoch, after optimiser
+step S: every ``train.checkpoint_every_steps`` steps and on a preemption signal) hold what Accelerate saves (model,
+optimiser, RNG states of every process, the registered scheduler / counters / EMA; the counters say how many
+batches of the epoch were done) plus ``complete.json``, a manifest of every file's size and CRC32 written last. Only
+the newest step checkpoint is kept, and none older than the newest epoch checkpoint. A checkpoint is written into ``.epoch_N.partial-<pid>-XXXXXXXX`` (``dog_init.files.atomic_folder``) and
 renamed when complete, with SIGINT / SIGTERM held back meanwhile (Ctrl-C finishes the write, then stops:
 ``train.signals``), so a visible ``epoch_N`` is always whole. On ``--resume auto``, checkpoints are tried newest
-first; one whose manifest is missing or does not match its files is skipped with a warning naming it; one that
+first (by optimiser step; an epoch checkpoint before a step checkpoint of the same step); one whose manifest is missing or does not match its files is skipped with a warning naming it; one that
 does not load (another model) stops the run before anything is written.
 """
 from __future__ import annotations
@@ -24,11 +26,12 @@ from dog_init.files import PARTIAL, atomic_folder, atomic_path
 
 from .signals import STOP
 
-__all__ = ["CheckpointManager", "CheckpointError", "CheckpointMismatch", "epoch_folders", "held_signals",
-           "save_weights", "read_weights_metadata", "MANIFEST"]
+__all__ = ["CheckpointManager", "CheckpointError", "CheckpointMismatch", "epoch_folders", "step_folders",
+           "held_signals", "save_weights", "read_weights_metadata", "MANIFEST"]
 
 MANIFEST = "complete.json"
 _NAME = re.compile(r"^epoch_(\d+)$")
+_STEP = re.compile(r"^step_(\d+)$")
 
 
 class CheckpointError(RuntimeError):
@@ -67,6 +70,22 @@ def epoch_folders(out_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
+def step_folders(out_dir: Path) -> list[tuple[int, Path]]:
+    """(optimiser step, folder) of the run's mid-epoch ``checkpoints/step_S`` folders, newest first."""
+    root = Path(out_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)) and p.is_dir()]
+    return sorted(found, reverse=True)
+
+
+def _manifest_step(folder: Path) -> int:
+    try:
+        return int(json.loads((folder / MANIFEST).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1   # tried last; verification names what is wrong with it
+
+
 class CheckpointManager:
     def __init__(self, out_dir: Path, accelerator, keep_last: int = 2):
         if keep_last < 1:
@@ -75,8 +94,14 @@ class CheckpointManager:
 
     # ---------------------------------------------------------------------------------------------- reading
     def complete(self) -> list[tuple[int, Path]]:
-        """(epoch, folder) of every finished checkpoint write, newest first (not yet verified)."""
+        """(epoch, folder) of every finished epoch checkpoint write, newest first (not yet verified)."""
         return epoch_folders(self.root.parent)
+
+    def candidates(self) -> list[Path]:
+        """Every finished checkpoint write, epoch and step ones, newest (latest optimiser step) first."""
+        epochs = [((_manifest_step(p), 1), p) for _, p in self.complete()]
+        steps = [((step, 0), p) for step, p in step_folders(self.root.parent)]
+        return [p for _, p in sorted(epochs + steps, key=lambda item: item[0], reverse=True)]
 
     @staticmethod
     def verify(folder: Path) -> dict:
@@ -116,7 +141,7 @@ class CheckpointManager:
             self._load_state(folder)
             return folder
         problems = []
-        for _, folder in self.complete():
+        for folder in self.candidates():
             try:
                 self.verify(folder)
             except CheckpointError as err:
@@ -147,14 +172,16 @@ class CheckpointManager:
         run folder's lock (``train.run_folder``) admits one writer, and this is it (``.epoch_N.partial`` without a
         pid is an older version's name)."""
         if self.accelerator.is_main_process and self.root.is_dir():
-            for p in [*self.root.glob(".epoch_*.partial"), *self.root.glob(f".epoch_*{PARTIAL}*")]:
+            for p in [*self.root.glob(".epoch_*.partial"), *self.root.glob(f".epoch_*{PARTIAL}*"),
+                      *self.root.glob(f".step_*{PARTIAL}*")]:
                 shutil.rmtree(p, ignore_errors=True)
 
-    def save(self, epoch: int, step: int, top1: float | None, best_epoch: int) -> Path:
-        """Write ``epoch_<epoch>`` atomically from every process's state, then prune old ones."""
+    def save(self, epoch: int, step: int, top1: float | None, best_epoch: int, *, batch: int | None = None) -> Path:
+        """Write ``epoch_<epoch>`` (or, given the epoch's ``batch`` done so far, ``step_<step>``) atomically from every
+        process's state, then prune old ones."""
         from accelerate.utils import broadcast_object_list
         acc = self.accelerator
-        final = self.root / f"epoch_{epoch}"
+        final = self.root / (f"epoch_{epoch}" if batch is None else f"step_{step}")
         # replace: the same epoch written again after a crash between write and prune
         writing = atomic_folder(final, replace=True, what="checkpoint") if acc.is_main_process else nullcontext()
         with held_signals():
@@ -163,18 +190,29 @@ class CheckpointManager:
                 acc.save_state(str(tmp))
                 acc.wait_for_everyone()
                 if acc.is_main_process:
-                    manifest = {"epoch": epoch, "step": step, "top1": top1, "files": _manifest(tmp)}
+                    manifest = {"epoch": epoch, "step": step, "top1": top1, **({} if batch is None else
+                                                                               {"batch": batch}),
+                                "files": _manifest(tmp)}
                     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
             if acc.is_main_process:
-                self._prune(best_epoch)
+                self._prune(best_epoch, step)
             acc.wait_for_everyone()
         return final
 
-    def _prune(self, best_epoch: int) -> None:
+    def _prune(self, best_epoch: int, step: int) -> None:
+        """Keep the ``keep_last`` newest epoch checkpoints and the best; of the step ones only one written at
+        ``step`` (the one just written: an epoch checkpoint supersedes every step checkpoint up to its step)."""
         kept = [epoch for epoch, _ in self.complete()][: self.keep_last]
         for epoch, folder in self.complete():
             if epoch not in kept and epoch != best_epoch:
                 shutil.rmtree(folder, ignore_errors=True)
+        for at, folder in step_folders(self.root.parent):
+            if at != step or (self.root / f"epoch_{self._epoch_at(step)}").is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _epoch_at(self, step: int) -> int:
+        """The epoch checkpoint written at ``step``, if any (-1)."""
+        return next((epoch for epoch, folder in self.complete() if _manifest_step(folder) == step), -1)
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> Path:

@@ -135,11 +135,13 @@ class TrainConfig:
     ema_warmup: bool = False              # timm ModelEmaV3 warm-up: decay grows from 0 towards ema_decay
     log_interval: int = 50                # optimiser steps between TensorBoard train scalars
     keep_last: int = 2                    # epoch checkpoints kept (the best one is kept too)
+    checkpoint_every_steps: Optional[int] = None  # also a mid-epoch checkpoint every N optimiser steps (newest kept)
     best_by: str = "model"                # model | ema: the best checkpoint by the model's or the EMA's top-1
     freeze_depthwise: bool = False        # keep every depthwise kernel at its initial value (biases still train)
     output_dir: Optional[str] = None      # run folder; null = runs/<recipe name>
     compile: bool = False                 # torch.compile the model
     threads: Optional[int] = None         # torch threads per process on CPU; null = torch's choice
+    trackers: list = field(default_factory=lambda: ["tensorboard"])  # + wandb mlflow aim ... (Accelerate log_with)
 
 
 @dataclass
@@ -355,7 +357,7 @@ def validate(cfg: Config) -> Config:
         if get(dotted) < 0:
             raise ConfigError(f"{dotted} must be >= 0, got {get(dotted)!r}")
     for dotted in ("data.train_subset", "data.val_subset", "data.eval_batch_size", "optim.clip_grad", "optim.lr_base",
-                   "optim.tuned_batch"):
+                   "optim.tuned_batch", "train.checkpoint_every_steps"):
         if get(dotted) is not None and not get(dotted) > 0:
             raise ConfigError(f"{dotted} must be > 0 or null, got {get(dotted)!r}")
     if not 0 < cfg.data.crop_pct <= 1:

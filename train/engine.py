@@ -19,7 +19,9 @@ from tqdm.auto import tqdm
 from .signals import STOP
 
 __all__ = ["TrainState", "Diverged", "build_loss", "updates_per_epoch", "train_one_epoch", "evaluate",
-           "plain_model"]
+           "plain_model", "stop_agreed", "STOP_POLL"]
+
+STOP_POLL = 10   # several processes agree on a preemption every STOP_POLL updates (one process: every update)
 
 
 @dataclass
@@ -35,6 +37,10 @@ class TrainState:
     processes: int | None = None
     accumulation: int | None = None
     updates_per_epoch: int | None = None
+    # Mid-epoch (step) checkpoints: micro-batches of epoch ``epoch`` already trained (0 at an epoch's end) and the
+    # epoch's running sums over all processes so far (loss x images, images, skipped images).
+    batch: int = 0
+    epoch_sums: tuple = (0.0, 0.0, 0)
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -70,8 +76,14 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, s
                     epochs: int, accumulation: int = 1, first_update: int = 0, clip_grad: float | None = None,
                     clip_mode: str = "norm", mixup=None, ema=None, log_interval: int = 50,
                     log: Callable[[dict, int], None] | None = None, on_step: Callable[[int], None] | None = None,
-                    check_at: Collection[int] = ()) -> dict:
+                    check_at: Collection[int] = (), batches: int | None = None,
+                    save_step: Callable[[], object] | None = None, checkpoint_every: int | None = None) -> dict:
     """Train ``model`` for one pass over ``loader``; returns the epoch's mean loss, last lr, images/s, skips.
+
+    Mid-epoch: ``loader`` may start ``state.batch`` micro-batches into an epoch of ``batches`` (a resumed step
+    checkpoint; its loss sums come from ``state.epoch_sums``). ``save_step`` writes a step checkpoint (after
+    ``state.batch`` / ``state.epoch_sums`` are set): every ``checkpoint_every`` updates, and on a preemption
+    (``stop_agreed``), after which ``signals.Preempted`` is raised.
 
     Gradients are accumulated over windows of ``accumulation`` micro-batches, the last window of the epoch over
     what is left; each window's loss is divided by its own length, so every update averages its micro-batches.
@@ -81,19 +93,29 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, s
     """
     model.train()
     device = accelerator.device
-    batches = len(loader)
-    total_loss = torch.zeros((), device=device)
-    seen = torch.zeros((), device=device)
-    skipped = torch.zeros((), dtype=torch.long, device=device)
+    start_batch = state.batch
+    batches = len(loader) + start_batch if batches is None else batches
+    # A resumed epoch's sums so far are the main process's: the epoch's reduction over processes adds them once.
+    carried = state.epoch_sums if start_batch and accelerator.is_main_process else (0.0, 0.0, 0)
+    total_loss = torch.tensor(float(carried[0]), device=device)
+    seen = torch.tensor(float(carried[1]), device=device)
+    skipped = torch.tensor(int(carried[2]), dtype=torch.long, device=device)
     first_bad = torch.full((), _NONE, dtype=torch.long, device=device)   # first micro-batch with a non-finite loss
     window_loss, window_n, window_images = torch.zeros((), device=device), 0, 0
     window_start = start = time.perf_counter()
-    images = updates = 0
-    first_step = state.step
+    images, updates = 0, -(-start_batch // accumulation)
+    first_step = state.step - updates
     averaged = plain_model(accelerator, model) if ema is not None else None   # what the EMA follows
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
-               disable=not accelerator.is_main_process)
-    for i, (x, y, n_bad) in enumerate(bar):
+    bar = tqdm(_seed_draw_forked(loader), desc=f"epoch {epoch + 1}/{epochs}", total=batches, initial=start_batch,
+               leave=False, dynamic_ncols=True, disable=not accelerator.is_main_process)
+
+    def checkpoint(done: int):
+        _check_finite(accelerator, first_bad, first_step, accumulation, epoch, model=model)   # never save NaNs
+        sums = [accelerator.reduce(t.clone(), "sum").item() for t in (total_loss, seen, skipped)]
+        state.batch, state.epoch_sums = done, (sums[0], sums[1], int(sums[2]))
+        return save_step()
+
+    for i, (x, y, n_bad) in enumerate(bar, start=start_batch):
         STOP.check()   # a Ctrl-C that Python dropped inside a __del__ still ends the run here
         batch = len(x)
         if mixup is not None:
@@ -143,6 +165,15 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, s
             _check_finite(accelerator, first_bad, first_step, accumulation, epoch)
         if on_step is not None:
             on_step(state.step)
+        if save_step is None:
+            continue
+        saved = None
+        if checkpoint_every and state.step % checkpoint_every == 0 and i + 1 < batches:
+            saved = checkpoint(i + 1)
+        signum = stop_agreed(accelerator, state.step)
+        if signum:
+            from .signals import Preempted
+            raise Preempted(signum, state.step, saved or checkpoint(i + 1))
     bar.close()
     _check_finite(accelerator, first_bad, first_step, accumulation, epoch, model=model)
     seconds = time.perf_counter() - start
@@ -152,6 +183,56 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, accelerator, s
 
 
 _NONE = 2**62   # "no bad micro-batch yet": larger than any index, so the minimum over processes is the first bad one
+
+
+def stop_agreed(accelerator, step: int | None = None) -> int | None:
+    """The preemption signal every process acts on at optimiser step ``step`` (None: go on). One process reads its
+    flag at every update; several reduce theirs every ``STOP_POLL`` updates (one small all-reduce), so that they
+    all stop at the same step; ``step=None``: reduce now (a point all processes reach together)."""
+    if accelerator.num_processes == 1:
+        return STOP.preempted
+    if step is not None and step % STOP_POLL:
+        return None
+    flag = torch.tensor([STOP.preempted or 0], device=accelerator.device)
+    return int(accelerator.reduce(flag, "max").item()) or None
+
+
+def skip_batches(accelerator, loader, n: int, epoch: int):
+    """``loader`` (this epoch's order) without its first ``n`` batches: Accelerate's ``skip_first_batches`` for a
+    DataLoader (the skipped ones are never loaded), else (FFCV) the first ``n`` batches are read and dropped."""
+    if isinstance(loader, torch.utils.data.DataLoader):
+        skipped = accelerator.skip_first_batches(loader, n)
+        if hasattr(skipped, "set_epoch"):
+            skipped.set_epoch(epoch)
+        return skipped
+    return _Dropped(loader, n)
+
+
+class _Dropped:
+    def __init__(self, loader, n: int):
+        self.loader, self.n = loader, n
+
+    def __len__(self) -> int:
+        return max(len(self.loader) - self.n, 0)
+
+    def __iter__(self):
+        it = iter(self.loader)
+        for _ in zip(range(self.n), it):
+            pass
+        yield from it
+
+
+def _seed_draw_forked(loader):
+    """``loader``'s batches, its iterator started under ``fork_rng``: starting one draws the workers' base seed from
+    torch's global generator, which would move the training's random streams (dropout, drop-path) differently in a
+    run resumed mid-epoch than in one that started the epoch (augmentation is seeded per image: ``SeededSamples``)."""
+    it = iter(loader)
+    with torch.random.fork_rng(devices=[]):
+        first = next(it, None)
+    if first is None:
+        return
+    yield first
+    yield from it
 
 
 def _check_finite(accelerator, first_bad: torch.Tensor, first_step: int, accumulation: int, epoch: int,

@@ -69,7 +69,7 @@ def evaluate_run(run: Path, *, checkpoint: str | None = None, ema: bool = False,
         cfg.init.parameterise = "none"   # final weights hold DoGConv2d layers baked into plain convs
     cfg.model.sync_bn = False
     validate(cfg)
-    accelerator = make_accelerator(cfg)
+    accelerator = make_accelerator(cfg, trackers=False)
     data = build_data(cfg, accelerator)
     model, _ = build_model(cfg, count_classes(cfg))
     try:

@@ -1,5 +1,6 @@
-"""The run's logs: ``census.jsonl``, ``metrics.jsonl`` and TensorBoard (scalars, hyper-parameters, the custom-scalars
-layout, per-layer figures, kernel mosaics, histograms).
+"""The run's logs: ``census.jsonl``, ``metrics.jsonl``, TensorBoard (scalars, hyper-parameters, the custom-scalars
+layout, per-layer figures, kernel mosaics, histograms) and the other trackers of ``train.trackers`` (``train.trackers``:
+the same scalars and figures through Accelerate).
 
 Only the main process writes. The JSONL files are rewritten atomically (``train.jsonl``) with one line per (kind,
 epoch, step): a resumed run replaces the lines it recomputes instead of repeating them, and TensorBoard's
@@ -16,6 +17,7 @@ from dog_init import depthwise_stats
 
 from .census import FAMILY_KEYS, Census, CensusResult
 from .jsonl import JsonLines
+from .trackers import log_image
 
 __all__ = ["Tracker"]
 
@@ -24,8 +26,9 @@ class Tracker:
 
     def __init__(self, out_dir: Path, accelerator, *, tensorboard: bool = True, figures: bool = True,
                  histograms: bool = True, samples_per_family: int = 8, fit: bool = False,
-                 resume_step: int | None = None, log=print):
-        self.main = accelerator.is_main_process
+                 resume_step: int | None = None, ema: bool = False, log=print):
+        self.main, self.accelerator = accelerator.is_main_process, accelerator
+        self.others = bool(self.main and accelerator.trackers)   # Accelerate trackers (started by the trainer)
         self.out_dir, self.figures, self.histograms = Path(out_dir), figures, histograms
         self.samples_per_family, self.log = samples_per_family, log
         self.census_log = JsonLines(self.out_dir / "census.jsonl")
@@ -41,13 +44,15 @@ class Tracker:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=start + 1)
-            self.writer.add_custom_scalars(_layout())
+            self.writer.add_custom_scalars(_layout(ema))
 
     # ---------------------------------------------------------------------------------------------- scalars
     def scalars(self, values: dict, step: int) -> None:
         if self.writer is not None:
             for tag, value in values.items():
                 self.writer.add_scalar(tag, value, step)
+        if self.others and values:
+            self.accelerator.log({tag: float(value) for tag, value in values.items()}, step=step)
 
     def text(self, tag: str, text: str) -> None:
         if self.writer is not None:
@@ -85,19 +90,22 @@ class Tracker:
         return record
 
     def _log_census(self, result: CensusResult, step: int, prefix: str, details: bool = True) -> None:
-        if self.writer is None:
+        if self.writer is None and not self.others:
             return
         r = result.record
         self.scalars({f"{prefix}/clustered": r["clustered"], f"{prefix}/degenerate": r["degenerate"],
                       **{f"{prefix}/{f}": share for f, share in r["families"].items()}}, step)
         if not details:
             return
+        if len(r.get("sizes", {})) > 1:   # a model of several kernel sizes (MixNet): each size's shares too
+            self.scalars({f"{prefix}/k{k}/{f}": share for k, size in r["sizes"].items()
+                          for f, share in {"clustered": size["clustered"], **size["families"]}.items()}, step)
         self.scalars({f"{prefix}/layer_{i}/clustered": layer["clustered"] for i, layer in enumerate(r["layers"])},
                      step)
         for k, families in r.get("fit", {}).items():
             self.scalars({f"fit/k{k}/{family}/{stat}": value for family, values in families.items()
                           for stat, value in values.items() if stat != "count" and value is not None}, step)
-        if self.histograms:
+        if self.histograms and self.writer is not None:
             for i, (_, _, kernels, _) in enumerate(result.layers):
                 finite = kernels[np.isfinite(kernels)]   # TensorBoard cannot bin NaN / inf
                 if finite.size:
@@ -111,9 +119,16 @@ class Tracker:
         index = np.concatenate([np.full(len(lab), i) for i, (*_, lab) in enumerate(result.layers)])
         names = [name for name, *_ in result.layers]
         degenerate = labels == "degenerate"
-        self.writer.add_figure(f"{prefix}/layers", layer_proportions_figure(
-            np.where(degenerate, "unclustered", labels), index, names, degenerate_mask=degenerate,
-            title=f"cluster shares per depthwise layer, step {step}"), step)
+        figure = layer_proportions_figure(np.where(degenerate, "unclustered", labels), index, names,
+                                          degenerate_mask=degenerate,
+                                          title=f"cluster shares per depthwise layer, step {step}")
+        if self.others:
+            log_image(self.accelerator, f"{prefix}/layers", figure=figure, step=step)
+        if self.writer is not None:
+            self.writer.add_figure(f"{prefix}/layers", figure, step)   # closes the figure
+        else:
+            import matplotlib.pyplot as plt
+            plt.close(figure)
         # Sample kernels per cluster as plain images (one per cluster, named by its tag): a matplotlib grid of
         # axes costs more than the rest of the census together.
         rng = np.random.default_rng(0)
@@ -123,8 +138,11 @@ class Tracker:
             for name in dict.fromkeys(lab.tolist()):
                 rows = np.flatnonzero(lab == name)
                 pick = np.sort(rng.choice(rows, min(self.samples_per_family, len(rows)), replace=False))
-                self.writer.add_image(f"{prefix}/samples_k{k}/{name}", kernel_mosaic(kernels[pick]), step,
-                                      dataformats="HWC")
+                mosaic = kernel_mosaic(kernels[pick])
+                if self.writer is not None:
+                    self.writer.add_image(f"{prefix}/samples_k{k}/{name}", mosaic, step, dataformats="HWC")
+                if self.others:
+                    log_image(self.accelerator, f"{prefix}/samples_k{k}/{name}", image=mosaic, step=step)
 
     # ---------------------------------------------------------------------------------------------- epochs
     def epoch_metrics(self, record: dict) -> None:
@@ -146,14 +164,18 @@ class Tracker:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.others:
+            self.accelerator.end_training()
 
 
-def _layout() -> dict:
-    """TensorBoard custom-scalars layout: every family on one chart, model and EMA side by side."""
+def _layout(ema: bool = False) -> dict:
+    """TensorBoard custom-scalars layout: every family on one chart, the model's and (a run with an EMA census) the
+    EMA's side by side; only charts whose tags the run writes, so that none stays empty."""
     families = [f"clusters/{f}" for f in FAMILY_KEYS]
-    return {"clusters": {"family shares": ["Multiline", families],
-                         "clustered share": ["Multiline", ["clusters/clustered", "clusters_ema/clustered"]],
-                         "EMA family shares": ["Multiline", [f.replace("clusters/", "clusters_ema/")
-                                                             for f in families]]},
-            "accuracy": {"top-1": ["Multiline", ["eval/top1", "eval_ema/top1"]],
+    clusters = {"family shares": ["Multiline", families],
+                "clustered share": ["Multiline", ["clusters/clustered"] + (["clusters_ema/clustered"] if ema else [])]}
+    if ema:
+        clusters["EMA family shares"] = ["Multiline", [f.replace("clusters/", "clusters_ema/") for f in families]]
+    return {"clusters": clusters,
+            "accuracy": {"top-1": ["Multiline", ["eval/top1"] + (["eval_ema/top1"] if ema else [])],
                          "loss": ["Multiline", ["train/loss", "train/epoch_loss", "eval/eval_loss"]]}}

@@ -28,23 +28,27 @@ from dog_init.files import atomic_path
 from .checkpoint import CheckpointError, CheckpointManager, CheckpointMismatch, epoch_folders, save_weights
 from .config import Config, ConfigError, flat, to_yaml, validate
 from .data import DataBundle, build_data, build_mixup
-from .engine import (Diverged, TrainState, build_loss, evaluate, plain_model, train_one_epoch,
-                     updates_per_epoch)
+from .engine import (Diverged, TrainState, build_loss, evaluate, plain_model, skip_batches, stop_agreed,
+                     train_one_epoch, updates_per_epoch)
 from .models import build_model, check_input_size
 from .optim import build_optimizer, build_scheduler, global_batch, peak_lr
 from .run_folder import RunFolder, check_start
-from .signals import STOP
+from .signals import STOP, Preempted
+from .trackers import check_trackers, start_trackers
 from .tracking import Tracker
 
 __all__ = ["fit", "make_accelerator", "output_dir"]
 
 
-def make_accelerator(cfg: Config) -> Accelerator:
+def make_accelerator(cfg: Config, trackers: bool = True) -> Accelerator:
     """CPU (gloo for several processes) when CUDA is absent; seedable per-epoch data order; timm schedulers are
-    stepped by the loop, not by Accelerate; gradient accumulation is the loop's too (``engine.train_one_epoch``)."""
+    stepped by the loop, not by Accelerate; gradient accumulation is the loop's too (``engine.train_one_epoch``);
+    ``train.trackers`` other than TensorBoard as ``log_with`` (``trackers=False``: none, for evaluation)."""
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True   # fixed input shapes: let cuDNN pick its fastest kernels once
+    others = check_trackers(cfg.train.trackers) if trackers else []
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.precision,
+                       log_with=others or None,
                        step_scheduler_with_optimizer=False,
                        dynamo_backend="inductor" if cfg.train.compile else None,
                        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.train.seed))
@@ -70,6 +74,7 @@ def fit(cfg: Config, resume: str | None = None, recipe: str | None = None, resca
 
 def _fit(cfg: Config, resume: str | None, recipe: str | None, rescale_schedule: bool) -> dict:
     validate(cfg)
+    check_trackers(cfg.train.trackers)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     out = output_dir(cfg, recipe)
@@ -143,7 +148,8 @@ def _prepare(cfg: Config, accelerator, out: Path, resume: str | None, rescale_sc
         _check_geometry(state, geometry, resumed, rescale_schedule)
     vars(state).update(geometry)
     scheduler.step(state.epoch)   # the lr where the run stands (per-epoch and per-update schedules alike)
-    scheduler.step_update(state.epoch * per_epoch)
+    # Per-update schedules: where the last update left it (mid-epoch, a step checkpoint: that update's own step).
+    scheduler.step_update(state.epoch * per_epoch + -(-state.batch // cfg.optim.accumulation))
     return _Prepared(data, model, init_report, optimizer, scheduler, ema, state, checkpoints, resume, resumed,
                      per_epoch)
 
@@ -164,8 +170,10 @@ def _train(cfg: Config, accelerator, out: Path, run: _Prepared) -> dict:
         f"({_init_label(cfg)}) in {out}")
     say(run.data.description)
     t = cfg.tracking
-    tracker = Tracker(out, accelerator, figures=t.figures, histograms=t.histograms, fit=t.fit,
-                      samples_per_family=t.samples_per_family, resume_step=state.step if resumed else None, log=say)
+    start_trackers(accelerator, out, flat(cfg))
+    tracker = Tracker(out, accelerator, tensorboard="tensorboard" in cfg.train.trackers, figures=t.figures, histograms=t.histograms, fit=t.fit,
+                      samples_per_family=t.samples_per_family, resume_step=state.step if resumed else None,
+                      ema=run.ema is not None and t.ema, log=say)
     try:
         record = _epochs(cfg, accelerator, out, run, tracker)
     finally:
@@ -197,17 +205,22 @@ def _epochs(cfg: Config, accelerator, out: Path, run: _Prepared, tracker: Tracke
     for epoch in range(state.epoch, cfg.train.epochs):
         started = time.perf_counter()
         if hasattr(data.train, "set_epoch"):
-            data.train.set_epoch(epoch)
+            data.train.set_epoch(epoch)   # the order, and SeededSamples' augmentation seeds
+        loader = skip_batches(accelerator, data.train, state.batch, epoch) if state.batch else data.train
         try:
             stats = train_one_epoch(
-                model, data.train, run.optimizer, scheduler, loss_fn, accelerator, state, epoch=epoch,
+                model, loader, run.optimizer, scheduler, loss_fn, accelerator, state, epoch=epoch,
                 epochs=cfg.train.epochs, accumulation=cfg.optim.accumulation, first_update=epoch * run.per_epoch,
                 clip_grad=cfg.optim.clip_grad, clip_mode=cfg.optim.clip_mode, mixup=mixup, ema=ema,
                 log_interval=cfg.train.log_interval, log=tracker.scalars, check_at=at_steps,
-                on_step=lambda step: census("step") if step in at_steps else None)
+                on_step=lambda step: census("step") if step in at_steps else None, batches=len(data.train),
+                checkpoint_every=cfg.train.checkpoint_every_steps,
+                save_step=lambda: run.checkpoints.save(state.epoch, state.step, None, state.best_epoch,
+                                                       batch=state.batch))
         except Diverged as err:
             raise Diverged(f"{err}; stopped. {_last_good(out)} Lower optim.lr, or set optim.clip_grad", err.step) \
                 from None
+        state.batch, state.epoch_sums = 0, (0.0, 0.0, 0)
         metrics = evaluate(model, data.val, accelerator, prepared=data.prepared)
         scheduler.step(epoch + 1)   # per-epoch schedules (per-step ones moved with every update)
         if ema is not None:
@@ -225,7 +238,10 @@ def _epochs(cfg: Config, accelerator, out: Path, run: _Prepared, tracker: Tracke
                   "epoch_seconds": time.perf_counter() - started}
         tracker.epoch_metrics(record)
         say(_epoch_line(record, cfg.train.epochs, taken))
-        run.checkpoints.save(state.epoch, state.step, metrics["top1"], state.best_epoch)
+        folder = run.checkpoints.save(state.epoch, state.step, metrics["top1"], state.best_epoch)
+        signum = stop_agreed(accelerator)   # a preemption during the evaluation: this checkpoint is the place
+        if signum and state.epoch < cfg.train.epochs:
+            raise Preempted(signum, state.step, folder)
     _finish(cfg, accelerator, model, ema, out, state, say)
     return record
 

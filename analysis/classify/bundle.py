@@ -4,10 +4,13 @@ Material per kernel size, all available offline:
 
 * synthetic: ``synthetic.noisy_family_kernels`` (every DoG family, noise up to half the kernel's norm, random gain and
   offset); second derivatives are drawn twice as often because they have 6 subtypes to the others' 1-4;
-* real: the trained depthwise kernels (the only material of the 3x3 k-means, as in the paper) in ``../shared/data/kernels`` (EfficientNet-Lite0, MCUNet, the 8 ConvNeXtV2
-  master-key filters), each augmented by the 8 symmetries of the square and by negation, since every cluster's
-  rotations, reflections and opposite sign are clusters too (Sec. 4). The deepest quarter of EfficientNet-Lite0's
-  rows is held out of training and reported separately, as a check on kernels the classifier has not seen.
+* real: the trained depthwise kernels (the only material of the 3x3 k-means, as in the paper) in
+  ``../shared/data/kernels`` (EfficientNet-Lite0, MCUNet, the 8 ConvNeXtV2 master-key filters), each augmented by
+  the 8 symmetries of the square and by negation, since every cluster's rotations, reflections and opposite sign are
+  clusters too (Sec. 4). The deepest quarter of EfficientNet-Lite0's rows is held out of training and reported
+  separately, as a check on kernels the classifier has not seen. No trained 9x9 to 13x13 kernels are available
+  offline, so those classifiers take the real 5x5 and 7x7 kernels zero-padded into the centre of their frame
+  (``embed``): trained large kernels keep their structure in a small central area (Appendix I).
 
 The untrained MCUNet kernels are the negative control: never trained on, reported as the clustered share of noise.
 Every figure this module measures is stored under ``"evaluation"`` in the classifier's JSON.
@@ -15,6 +18,7 @@ Every figure this module measures is stored under ``"evaluation"`` in the classi
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import time
 from dataclasses import dataclass, field
@@ -31,16 +35,15 @@ from dog_init import SQUARE_CORNERS, sample
 from dog_init.families import AxisAngle, Uniform
 from ..core.preprocess import degenerate
 from ..core.symmetry import symmetry_changes
-from ..core.synthetic import noisy_family_kernels
+from ..core.synthetic import CROSS_REACH, noisy_family_kernels
 
 __all__ = ["BundleConfig", "REAL_KERNELS", "held_out_start", "build_classifier", "evaluate", "dihedral",
            "shared_kernels_dir", "relabel"]
 
-REAL_KERNELS = {
-    3: ("effnet-lite0_k3.npy", "mcunet-detection_k3.npy"),
-    5: ("effnet-lite0_k5.npy", "mcunet-vww_k5.npy", "mcunet-training-demo-int8_k5.npy"),
-    7: ("mcunet-vww_k7.npy", "mcunet-training-demo-int8_k7.npy", "master-key-filters_k7.npy"),
-}
+_REAL_5 = ("effnet-lite0_k5.npy", "mcunet-vww_k5.npy", "mcunet-training-demo-int8_k5.npy")
+_REAL_7 = ("mcunet-vww_k7.npy", "mcunet-training-demo-int8_k7.npy", "master-key-filters_k7.npy")
+REAL_KERNELS = {3: ("effnet-lite0_k3.npy", "mcunet-detection_k3.npy"), 5: _REAL_5, 7: _REAL_7,
+                **{k: _REAL_5 + _REAL_7 for k in (9, 11, 13)}}   # k >= 9: embedded (zero-padded) into k x k
 HELD_OUT_TAIL = {"effnet-lite0_k3.npy": 0.25, "effnet-lite0_k5.npy": 0.25}   # share of rows, from the end
 
 
@@ -48,6 +51,20 @@ def held_out_start(name: str, rows: int) -> int:
     """First row of ``name``'s held-out tail (``rows`` if nothing of it is held out)."""
     return rows - int(rows * HELD_OUT_TAIL.get(name, 0.0))
 NEGATIVE_CONTROL = "untrained-mcunetv2-large_k{k}.npy"
+PADDED_CHECK = "effnet-lite0_k5.npy"   # its held-out rows, zero-padded, test a large classifier (``evaluate``)
+
+
+def embed(kernels: np.ndarray, size: int) -> np.ndarray:
+    """Kernels (N, k, k) zero-padded into the centre of ``size`` x ``size`` frames (k <= size, both odd)."""
+    pad = (size - kernels.shape[-1]) // 2
+    if pad < 0 or (size - kernels.shape[-1]) % 2:
+        raise ValueError(f"cannot embed {kernels.shape[-1]}x{kernels.shape[-1]} kernels in a {size}x{size} frame")
+    return np.pad(kernels, ((0, 0), (pad, pad), (pad, pad))) if pad else kernels
+
+
+def load_real(name: str, size: int, folder: Path) -> np.ndarray:
+    """The real kernels of ``folder / name``, embedded in ``size`` x ``size`` frames where they are smaller."""
+    return embed(np.load(folder / name), size)
 WEIGHTS_DIR = Path(__file__).parents[1] / "weights"
 
 
@@ -59,8 +76,10 @@ def shared_kernels_dir() -> Path:
 
 # Per autoencoder size: epochs, early-stopping patience, and how often each augmented real kernel is seen per epoch
 # (5x5 nets have 7x more real kernels to place on the curve, and the held-out EfficientNet check is a 5x5 one).
+# From 9x9 on an epoch holds ~190,000 kernels (the embedded 5x5 and 7x7 ones), 3x the 7x7's: fewer, longer epochs.
 SIZE_DEFAULTS = {5: {"epochs": 120, "real_repeats": 3, "patience": 20},
-                 7: {"epochs": 150, "real_repeats": 1, "patience": 10}}
+                 7: {"epochs": 150, "real_repeats": 1, "patience": 10},
+                 **{k: {"epochs": 40, "real_repeats": 1, "patience": 6} for k in (9, 11, 13)}}
 
 
 @dataclass
@@ -86,11 +105,13 @@ def dihedral(kernels: np.ndarray, negate: bool = True) -> np.ndarray:
 def _real_parts(size: int, folder: Path) -> tuple[list[np.ndarray], list[dict]]:
     train, record = [], []
     for name in REAL_KERNELS[size]:
-        arr = np.load(folder / name)
+        arr = load_real(name, size, folder)
         stop = held_out_start(name, len(arr))
         good = arr[:stop][~degenerate(arr[:stop])]
         train.append(good)
-        record.append({"file": name, "rows": len(arr), "trained_rows": [0, stop], "non_degenerate": len(good)})
+        native = int(np.load(folder / name, mmap_mode="r").shape[-1])
+        record.append({"file": name, "rows": len(arr), "trained_rows": [0, stop], "non_degenerate": len(good),
+                       **({"embedded_from": native} if native < size else {})})
     return train, record
 
 
@@ -107,7 +128,10 @@ def subtypes(size: int) -> list[tuple[str, str, dict]]:
                      for kind in ("uu", "vv", "uv")] for sign, value in (("+", 1.0), ("-", -1.0))}
     squares = {on: [(f"{on}/{c}", on, {"corner": c}) for c in SQUARE_CORNERS] if on in fams else []
                for on in ("on_square", "off_square")}
-    cross = {on: [(on, on, {})] if on in fams else [] for on in ("on_cross", "off_cross")}
+    # From 13x13 on (arms up to 0.55 k > 6.5 px) long-armed crosses get a stretch of the curve of their own.
+    arms = [{}] if CROSS_REACH * size <= 6.5 else [{"length": Uniform(2.2, 4.5)},
+                                                   {"length": Uniform(4.5, CROSS_REACH * size)}]
+    cross = {on: [(on, on, fixed) for fixed in arms] if on in fams else [] for on in ("on_cross", "off_cross")}
     return (centre["on_centre"][::-1] + squares["on_square"] + cross["on_cross"] + second["+"] + deriv
             + second["-"][::-1] + cross["off_cross"] + squares["off_square"] + centre["off_centre"])
 
@@ -183,13 +207,18 @@ def evaluate(clf: KernelClassifier, folder: Path | None = None, seed: int = 1234
     control = folder / NEGATIVE_CONTROL.format(k=k)
     if control.is_file():
         out["untrained_clustered"] = clf.classify(np.load(control)).clustered_share()
+    elif k > 7 and (folder / NEGATIVE_CONTROL.format(k=7)).is_file():
+        out["untrained_k7_embedded_clustered"] = clf.classify(
+            load_real(NEGATIVE_CONTROL.format(k=7), k, folder)).clustered_share()
+    if k > 5 and (folder / PADDED_CHECK).is_file():
+        out["embedded_5x5_held_out"] = embedded_agreement(clf, folder)
     # Issue 7: how often a rotation, reflection or negation changes a clustered kernel's coarse label (on <-> off
     # swapped under negation) or its clustered status, on the real kernels and on the fresh synthetic ones.
-    out["symmetry"] = {"real": symmetry_changes(clf.classify, np.concatenate([np.load(folder / n)
+    out["symmetry"] = {"real": symmetry_changes(clf.classify, np.concatenate([load_real(n, k, folder)
                                                                             for n in REAL_KERNELS[k]])),
                        "synthetic": symmetry_changes(clf.classify, test.numpy())}
     for name in REAL_KERNELS[k]:
-        arr = np.load(folder / name)
+        arr = load_real(name, k, folder)
         stop = held_out_start(name, len(arr))
         r = clf.classify(arr)
         out[name] = {"clustered": r.clustered_share(),
@@ -197,6 +226,28 @@ def evaluate(clf: KernelClassifier, folder: Path | None = None, seed: int = 1234
         if stop < len(arr):
             out[name]["held_out_clustered"] = r.subset(slice(stop, None)).clustered_share()
     return out
+
+
+def embedded_agreement(clf: KernelClassifier, folder: Path) -> dict:
+    """The held-out EfficientNet-Lite0 5x5 rows named by the bundled 5x5 classifier, then zero-padded into
+    ``clf.size`` frames and named by ``clf``: the share of the ones clustered at 5x5 that keep their family (all of
+    them, and without squares, which have no family above 5x5), and the share still clustered; with the central-window
+    rule of ``KernelClassifier.pretrained`` and by ``clf`` alone."""
+    arr = np.load(folder / PADDED_CHECK)
+    arr = arr[held_out_start(PADDED_CHECK, len(arr)):]
+    small = KernelClassifier.pretrained(5).classify(arr)
+    framed = copy.copy(clf)   # with pretrained()'s central-window rule (classifier.CENTRAL_SHARE)
+    framed.inner = [KernelClassifier.pretrained(w) for w in (5, 7)]
+    own, large = copy.copy(clf), framed.classify(embed(arr, clf.size))
+    own.inner = []
+    alone = own.classify(embed(arr, clf.size))
+    was = small.clustered
+    squares = np.char.endswith(small.labels.astype(str), "_square")
+    kept, kept_alone = large.labels == small.labels, alone.labels == small.labels
+    share = lambda hit, rows: float(hit[rows].mean()) if rows.any() else 0.0  # noqa: E731
+    return {"kernels": int(len(arr)), "clustered_at_5": int(was.sum()), "family_kept": share(kept, was),
+            "family_kept_without_squares": share(kept, was & ~squares), "still_clustered": share(large.clustered, was),
+            "family_kept_by_this_classifier_alone": share(kept_alone, was)}
 
 
 def _sampler_accuracy(clf: KernelClassifier, generator, n: int = 3000, noise: float = 0.3) -> float:
@@ -210,7 +261,7 @@ def _sampler_accuracy(clf: KernelClassifier, generator, n: int = 3000, noise: fl
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.classify.bundle", description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 7], choices=sorted(REAL_KERNELS))
+    parser.add_argument("--sizes", type=int, nargs="+", default=sorted(REAL_KERNELS), choices=sorted(REAL_KERNELS))
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--epochs", type=int, help="default: SIZE_DEFAULTS")
     parser.add_argument("--per-subtype", type=int, default=BundleConfig.per_subtype)
@@ -262,6 +313,11 @@ def _print_evaluation(path: Path, clf: KernelClassifier) -> None:
           f"{ev['gaussian_noise_clustered']:.4f}, untrained clustered {ev.get('untrained_clustered', 'n/a')}, "
           f"symmetry: worst label change {ev['symmetry']['real']['label_changed_max']:.4f} (real), "
           f"{ev['symmetry']['synthetic']['label_changed_max']:.4f} (synthetic)")
+    if "embedded_5x5_held_out" in ev:
+        e = ev["embedded_5x5_held_out"]
+        print(f"  held-out 5x5 kernels embedded: family kept {e['family_kept']:.3f} "
+              f"({e['family_kept_without_squares']:.3f} without squares; this autoencoder alone "
+              f"{e['family_kept_by_this_classifier_alone']:.3f}) of {e['clustered_at_5']} clustered at 5x5")
     for name in REAL_KERNELS[clf.size]:
         print(f"  {name}: clustered {ev[name]['clustered']:.3f}"
               + (f" (held-out rows {ev[name]['held_out_clustered']:.3f})" if "held_out_clustered" in ev[name]

@@ -5,8 +5,8 @@ The trainer's census, ``python -m analysis report | classify | profile`` and ``m
 
 1. a classifier the caller gave for that size (a ``KernelClassifier`` or a ``.safetensors`` path; a list is keyed
    by each classifier's own size, a dict by the size it is given for, which must match);
-2. else the bundled ``KernelClassifier.pretrained(k)``;
-3. else the size is skipped: ``Census.skipped`` names it, with its number of kernels and the reason, and
+2. else the bundled ``KernelClassifier.pretrained(k)``, which exists for every odd k >= 3;
+3. else (an even size, or 1x1: depthwise convs of those sizes that a model walk found) the size is skipped: ``Census.skipped`` names it, with its number of kernels and the reason, and
    ``ClassifierChoice`` reports it through ``log`` once per size for the life of the choice (a trainer's run).
 
 A classifier given for a size that no kernel has is an error (``check_used``): silently falling back to the bundled
@@ -109,6 +109,9 @@ def take_census(kernels: KernelSet, choice: ClassifierChoice | None = None) -> C
         for i, name in enumerate(group.layer_names):
             rows = group.layer_index == i
             per_layer[name] = LayerCensus(name, group.size, group.kernels[rows], labels[rows])
+    for k, n in kernels.excluded.items():   # even / 1x1 depthwise convs: no classifier; reported like any skip
+        census.skipped.append({"size": k, "n_kernels": n, "reason": choice.for_size(k)[2]})
+    census.skipped.sort(key=lambda s: s["size"])
     census.layers = [per_layer[name] for name in kernels.layer_order if name in per_layer]
     return census
 

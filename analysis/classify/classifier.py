@@ -14,6 +14,13 @@ centroid under all of them (``centroids.close_centroids``), an entry ``g c`` nam
 Nearest neighbour over a symmetric set is equivariant: a kernel's clustered status and dissimilarity do not depend on
 which of its 16 versions is classified, and its labels transform with it (right -> up under a quarter turn, on <-> off
 under negation). ``symmetric=False`` is the paper's plain rule (``search.CodebookIndex``, all 10,000 codes).
+
+Sizes above the largest bundled one (13x13) have no trained classifier of their own: ``pretrained(k)`` returns the
+13x13 one behind the size-free window rule of ``analysis.classify.windows`` (kind ``"windowed"``). From 9x9 on,
+``pretrained(k)`` also names a kernel whose weights lie in its central 5x5 or 7x7 window (>= ``CENTRAL_SHARE`` of
+the sum of squared weights) by that window, with the 5x5 / 7x7 classifier (``inner``): a kernel's family does not
+depend on the zeros around it (a real 5x5 kernel zero-padded into 9x9 keeps its name). Squares, which have no
+family above 5x5, are then named as the centre family of their sign (an off-centre blob).
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ from ..core.labels import LABELS, UNCLUSTERED, Interval, check_intervals, label_
 from ..core.preprocess import basis, check_kernels, degenerate, to_basis
 from ._search import CodebookIndex, SymmetricIndex
 from ..core.symmetry import SYMMETRIES, coarse_of, map_coarse, map_fine
+from .windows import window_choice, window_sizes, window_views
 
 __all__ = ["KernelClassifier", "ClassificationResult", "DEFAULT_THRESHOLDS", "FORMAT_VERSION",
            "available_pretrained"]
@@ -46,6 +54,9 @@ DEFAULT_THRESHOLDS = {3: 0.1, 5: 0.2, 7: 0.3}
 SYMMETRIC_BASE = 625    # decoded codes whose 16 symmetric versions form a symmetric codebook (as many as 10,000 / 16)
 FORMAT_VERSION = 1
 _WEIGHTS = "weights"
+_SAVED_KEYS = ("format", "version", "kind", "size", "threshold", "symmetric")
+CENTRAL_SHARE = 0.99   # share of a kernel's squared weights inside a central window for that window to name it
+_FOLDED = {"on_square": "on_centre", "off_square": "off_centre"}
 
 
 def default_threshold(size: int) -> float:
@@ -85,8 +96,10 @@ class KernelClassifier:
     def __init__(self, size: int, codebook: np.ndarray, names, fine, *, threshold: float | None = None,
                  kind: str = "autoencoder", meta: dict | None = None, autoencoder: KernelAutoencoder | None = None,
                  intervals: list[Interval] | None = None, centroids: np.ndarray | None = None,
-                 symmetric: bool = True):
+                 symmetric: bool = True, base: "KernelClassifier | None" = None):
         self.size, self.kind, self.symmetric = size, kind, bool(symmetric)
+        self.base = base   # kind "windowed": the classifier that names every window view
+        self.inner: list[KernelClassifier] = []   # smaller classifiers for kernels held in a central window
         self.codebook = np.ascontiguousarray(codebook, dtype=np.float32)  # (M, k*k - 1), unit rows
         self.names, self.fine = np.asarray(names), np.asarray(fine)
         self.threshold = default_threshold(size) if threshold is None else float(threshold)
@@ -128,13 +141,36 @@ class KernelClassifier:
                    symmetric=symmetric)
 
     @classmethod
+    def windowed(cls, base: "KernelClassifier", size: int) -> "KernelClassifier":
+        """``base`` applied to ``size`` x ``size`` kernels through the window rule (``analysis.classify.windows``):
+        same families, threshold, symmetry and result type as ``base``."""
+        if base.base is not None:
+            base = base.base
+        widths = window_sizes(size, base.size)
+        meta = {"rule": f"windows {widths} of the {size}x{size} kernel, each area-averaged to {base.size}x{base.size}"
+                        f" and named by the {base.size}x{base.size} classifier; the least dissimilar view counts "
+                        "(analysis.classify.windows)", "windows": widths, "base_size": base.size,
+                "base": {key: value for key, value in base.meta.items() if key in ("trained_on", "evaluation")}}
+        return cls(size, base.codebook, base.names, base.fine, threshold=base.threshold, kind="windowed", meta=meta,
+                   autoencoder=base.autoencoder, intervals=base.intervals, centroids=base.centroids,
+                   symmetric=base.symmetric, base=base)
+
+    @classmethod
     def pretrained(cls, size: int = 7) -> "KernelClassifier":
-        """The classifier for ``size`` x ``size`` kernels shipped in ``analysis/weights`` (see ``make classifiers``)."""
+        """The classifier for ``size`` x ``size`` kernels shipped in ``analysis/weights`` (see ``make classifiers``);
+        any odd size above the largest bundled one gets that one through the window rule (``windowed``)."""
         sizes = available_pretrained()
-        if size not in sizes:
-            raise ValueError(f"no bundled classifier for {size}x{size} kernels; available sizes: {sizes}. Train one "
-                             f"with: python -m analysis fit --kernels FILE.npy ... --size {size} --out DIR")
-        return cls.load(resources.files("analysis") / _WEIGHTS / f"classifier_k{size}.safetensors")
+        if size in sizes or isinstance(size, (int, np.integer)) and size % 2 == 1 and size > max(sizes):
+            clf = (cls.load(resources.files("analysis") / _WEIGHTS / f"classifier_k{size}.safetensors")
+                   if size in sizes else cls.windowed(cls.pretrained(max(sizes)), int(size)))
+            if size >= 9:
+                clf.inner = [cls.pretrained(w) for w in (5, 7) if w in sizes]
+                clf.meta["central_rule"] = (f"a kernel with >= {CENTRAL_SHARE:.0%} of its squared weights in its "
+                                            "central 5x5 (else 7x7) window is named by that window's classifier")
+            return clf
+        raise ValueError(f"no bundled classifier for {size}x{size} kernels; available sizes: {sizes} and every odd "
+                         f"size above {max(sizes)}. Train one with: python -m analysis fit --kernels FILE.npy ... "
+                         f"--size {size} --out DIR")
 
     @classmethod
     def load(cls, path) -> "KernelClassifier":
@@ -156,6 +192,14 @@ class KernelClassifier:
             raise ValueError(f"cannot read classifier {str(path)!r}: {err}") from None
         if meta.get("format") != "dog-init-classifier" or meta.get("version", 0) > FORMAT_VERSION:
             raise ValueError(f"{str(meta_path)!r} is not a dog-init classifier of version <= {FORMAT_VERSION}")
+        if meta["kind"] == "windowed":
+            clf = cls.windowed(cls._from_saved(meta["base"], tensors), int(meta["size"]))
+            clf.meta.update({k: v for k, v in meta.items() if k not in clf.meta and k not in _SAVED_KEYS})
+            return clf
+        return cls._from_saved(meta, tensors)
+
+    @classmethod
+    def _from_saved(cls, meta: dict, tensors: dict) -> "KernelClassifier":
         size, threshold = int(meta["size"]), float(meta["threshold"])
         symmetric = bool(meta.get("symmetric", True))   # files from before the symmetric rule get it too
         if meta["kind"] == "kmeans":
@@ -174,6 +218,20 @@ class KernelClassifier:
         path = Path(path)
         if path.suffix != ".safetensors":
             raise ValueError(f"classifier path must end in .safetensors, got {str(path)!r}")
+        tensors, meta = self._saved()
+        text = strict_json(meta, indent=1)   # before any file is written
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp))
+        with atomic_path(path.with_suffix(".json")) as tmp:
+            tmp.write_text(text)
+        return path
+
+    def _saved(self) -> tuple[dict, dict]:
+        """(tensors, metadata) of ``save``; a windowed classifier stores its base's, with the base's metadata."""
+        if self.base is not None:
+            tensors, base_meta = self.base._saved()
+            return tensors, {**self.meta, "base": base_meta, "format": "dog-init-classifier",
+                             "version": FORMAT_VERSION, "kind": self.kind, "size": self.size}
         meta = {**self.meta, "format": "dog-init-classifier", "version": FORMAT_VERSION, "kind": self.kind,
                 "size": self.size, "threshold": self.threshold, "symmetric": self.symmetric}
         if self.kind == "kmeans":
@@ -184,16 +242,12 @@ class KernelClassifier:
             meta.update(widths=list(self.autoencoder.widths),
                         negative_slope=self.autoencoder.encoder[1].negative_slope,
                         intervals=[iv.__dict__ for iv in self.intervals])
-        text = strict_json(meta, indent=1)   # before any file is written
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp))
-        with atomic_path(path.with_suffix(".json")) as tmp:
-            tmp.write_text(text)
-        return path
+        return tensors, meta
 
     # --- use ----------------------------------------------------------------------------------------------------
     def spectrum(self, n: int = 500) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(codes (n,), decoded centred unit kernels (n, k, k), names (n,)): the reconstruction spectrum (Fig. 3)."""
+        """(codes (n,), decoded centred unit kernels (n, k, k), names (n,)): the reconstruction spectrum (Fig. 3);
+        a windowed classifier's is its base's (k = the base size)."""
         if self.autoencoder is None:
             raise ValueError("a k-means classifier has no spectrum; use .centroids")
         codes, kernels = _decode(self.autoencoder, n)
@@ -230,6 +284,10 @@ class KernelClassifier:
     def classify(self, kernels, *, chunk: int = 4096) -> ClassificationResult:
         """Classify kernels (N, k, k) (ndarray or tensor); see the module docstring for the rule."""
         arr = _as_kernels(kernels, self.size)
+        result = self._classify_windows(arr, chunk) if self.base is not None else self._classify_own(arr, chunk)
+        return self._central(kernels, result, chunk) if self.inner and len(arr) else result
+
+    def _classify_own(self, arr: np.ndarray, chunk: int) -> ClassificationResult:
         n = len(arr)
         bad = degenerate(arr) if n else np.zeros(0, bool)
         best = np.zeros(n, dtype=np.int64)       # entry of the plain codebook / centroid whose version matched
@@ -261,6 +319,74 @@ class KernelClassifier:
         codes[bad] = np.nan
         symmetry[bad] = -1
         return ClassificationResult(labels, fine, clustered, dissimilarity, codes, bad, symmetry)
+
+
+    def _central(self, kernels, result: ClassificationResult, chunk: int) -> ClassificationResult:
+        """``result`` with every kernel held in a central window renamed by the ``inner`` classifier of its size."""
+        raw = np.asarray(kernels.detach().cpu().float() if isinstance(kernels, torch.Tensor) else kernels,
+                         dtype=np.float32)
+        energy = np.nan_to_num(raw.astype(np.float64) ** 2)
+        total, taken = energy.sum(axis=(1, 2)), result.degenerate.copy()
+        fields = {f: getattr(result, f).copy() for f in ClassificationResult.__dataclass_fields__}
+        for clf in self.inner:
+            lo = (self.size - clf.size) // 2
+            inside = energy[:, lo:lo + clf.size, lo:lo + clf.size].sum(axis=(1, 2))
+            use = ~taken & (inside >= CENTRAL_SHARE * total)
+            if not use.any():
+                continue
+            sub = clf.classify(raw[use][:, lo:lo + clf.size, lo:lo + clf.size], chunk=chunk)
+            for f in fields:
+                fields[f] = fields[f].astype(np.result_type(fields[f], getattr(sub, f)))
+                fields[f][use] = getattr(sub, f)
+            taken |= use
+        coarse = np.array([_FOLDED.get(str(name), str(name)) for name in fields["labels"]])
+        fields["fine_labels"] = np.where(coarse != fields["labels"], coarse, fields["fine_labels"])
+        fields["labels"] = coarse
+        return ClassificationResult(**fields)
+
+    def _classify_windows(self, arr: np.ndarray, chunk: int) -> ClassificationResult:
+        """Each kernel named by the base classifier through one window view: the narrowest holding ``WINDOW_SHARE``
+        of its (centred) squared weights (``meta["window_pick"] == "least_dissimilar"``: every view, the best)."""
+        n, widths = len(arr), self.meta["windows"]
+        bad = degenerate(arr) if n else np.zeros(0, bool)
+        views = window_views(arr, self.base.size, widths)
+        if self.meta.get("window_pick") == "least_dissimilar":
+            results = [self.base.classify(view, chunk=chunk) for view in views]
+            # A view can be constant where the kernel is not (all of it outside a crop): that view does not count.
+            score = np.stack([np.where(r.degenerate, np.inf, r.dissimilarity) for r in results])
+            pick = score.argmin(axis=0) if n else np.zeros(0, np.int64)
+        else:
+            pick = window_choice(arr, widths)
+            results = []
+            for j, view in enumerate(views):   # each view classifies only the kernels it was chosen for
+                rows = np.flatnonzero(pick == j)
+                part = self.base.classify(view[rows], chunk=chunk) if len(rows) else None
+                full = self.base.classify(view[:0]) if part is None else part
+                results.append(_scatter(full, rows, n))
+        fields = {f: np.stack([getattr(r, f) for r in results])[pick, np.arange(n)]
+                  for f in ClassificationResult.__dataclass_fields__}
+        no_view = ~bad & ~np.isfinite(np.where(fields["degenerate"], np.inf, fields["dissimilarity"]))
+        fields["dissimilarity"][no_view] = 1.0   # orthogonal to every entry: unclustered
+        for name in ("labels", "fine_labels"):
+            fields[name] = np.where(no_view | bad, UNCLUSTERED, fields[name])
+        fields["clustered"] = fields["clustered"] & ~no_view & ~bad
+        fields["degenerate"] = bad
+        fields["dissimilarity"][bad], fields["codes"][bad], fields["symmetry"][bad] = np.nan, np.nan, -1
+        return ClassificationResult(**fields)
+
+
+def _scatter(result: ClassificationResult, rows: np.ndarray, n: int) -> ClassificationResult:
+    """``result`` (of ``len(rows)`` kernels) placed at ``rows`` of an n-kernel result; other rows degenerate."""
+    defaults = {"labels": UNCLUSTERED, "fine_labels": UNCLUSTERED, "clustered": False, "dissimilarity": np.nan,
+                "codes": np.nan, "degenerate": True, "symmetry": -1}
+    fields = {}
+    for f, fill in defaults.items():
+        values = getattr(result, f)
+        dtype = values.dtype if values.dtype.kind != "U" else "<U32"
+        out = np.full(n, fill, dtype=dtype)
+        out[rows] = values
+        fields[f] = out
+    return ClassificationResult(**fields)
 
 
 def available_pretrained() -> list[int]:

@@ -22,6 +22,7 @@ import torch
 from dog_init import FAMILIES, SECOND_DERIVATIVE_KINDS, SQUARE_CORNERS, render
 
 from .preprocess import to_basis
+from .synthetic import CROSS_REACH
 
 __all__ = ["families_for", "OTHER", "UNCLUSTERED", "TemplateBank", "template_bank", "match_templates", "Interval",
            "spectrum_intervals", "label_codes", "load_intervals", "save_intervals", "LABELS", "fine_labels",
@@ -85,7 +86,10 @@ def template_bank(size: int) -> TemplateBank:
                        lambda p: "second_derivative/" + SECOND_DERIVATIVE_KINDS[int(p["kind"])]
                        + ("+" if p["sign"] > 0 else "-")))
     # Arms at least 3x longer than wide, else a "cross" is just a blob and steals on-centre kernels.
-    cross = {"width": [0.4, 0.55, 0.7], "length": [2.2, 3.0, 4.5], "peak": [0.0, 0.3, 0.6], "theta": [-15, 0, 15],
+    # From 9x9 on, a cross's arms reach past a 5x5 kernel's frame: a shorter "cross" is a 5x5 blob padded into a
+    # larger frame (real 5x5 centre-surround kernels keep their name when embedded; analysis.classify.bundle).
+    lengths = [2.2, 3.0, 4.5] if size < 9 else [2.9, 4.5, max(5.5, CROSS_REACH * size)]
+    cross = {"width": [0.4, 0.55, 0.7], "length": lengths, "peak": [0.0, 0.3, 0.6], "theta": [-15, 0, 15],
              "dx": offsets, "dy": offsets}
     for family in ("on_cross", "off_cross"):
         parts.append(_grid(family, size, cross, lambda p, f=family: f))

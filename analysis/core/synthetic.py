@@ -12,7 +12,7 @@ import torch
 from dog_init import FAMILIES, render, sample_params
 from dog_init.families import AxisAngle, Uniform
 
-__all__ = ["WIDE_PARAMS", "noisy_family_kernels"]
+__all__ = ["WIDE_PARAMS", "CROSS_REACH", "wide_range", "noisy_family_kernels"]
 
 # family -> parameter -> wider range; parameters not listed keep dog_init's defaults.
 # Elongation stays below ~1.25 for centre families: a more elongated DoG *is* a second-derivative line detector.
@@ -31,6 +31,16 @@ WIDE_PARAMS: dict[str, dict[str, Uniform]] = {
 }
 
 
+CROSS_REACH = 0.55   # a cross's arms may reach 0.55 k: large trained kernels (and other generators) span the frame
+
+
+def wide_range(name: str, dist, size: int):
+    """``dist``, except that a cross's arm ``length`` may reach ``CROSS_REACH * size`` at sizes >= 11."""
+    if name == "length" and CROSS_REACH * size > dist.high:
+        return Uniform(dist.low, CROSS_REACH * size)
+    return dist
+
+
 def noisy_family_kernels(n_per_family: int, size: int, *, families=FAMILIES, noise_range=(0.0, 0.5),
                          generator: torch.Generator | None = None, fixed: dict | None = None,
                          return_params: bool = False):
@@ -45,7 +55,8 @@ def noisy_family_kernels(n_per_family: int, size: int, *, families=FAMILIES, noi
     lo, hi = noise_range
     chunks, names, params = [], [], []
     for family in families:
-        wide = {name: dist.draw(n_per_family, generator) for name, dist in WIDE_PARAMS[family].items()}
+        wide = {name: wide_range(name, dist, size).draw(n_per_family, generator)
+                for name, dist in WIDE_PARAMS[family].items()}
         p = sample_params(family, n_per_family, generator=generator, **{**wide, **(fixed or {})})
         clean = render(family, size, p)
         level = lo + (hi - lo) * torch.rand(n_per_family, 1, 1, generator=generator)

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..core.preprocess import degenerate
 from .sources import (ALLOWED_EXTENSIONS, WEIGHT_EXTENSIONS, Layers, check_array, check_ranges, file_state_layers,
-                      module_layers, npy_layers, npz_layers, read_state_dict, timm_model)
+                      module_excluded, module_layers, npy_layers, npz_layers, read_state_dict, timm_model)
 
 __all__ = ["KernelGroup", "KernelSet", "extract_depthwise", "load_kernel_files", "nonfinite_warning",
            "read_state_dict", "ALLOWED_EXTENSIONS"]  # the last two from .sources
@@ -89,6 +89,7 @@ class KernelSet:
     groups: dict[int, KernelGroup] = field(default_factory=dict)
     source: str = ""
     order: list[str] = field(default_factory=list)   # layer names in source (model) order, across sizes
+    excluded: dict[int, int] = field(default_factory=dict)   # {k: kernels} of a model's even / 1x1 depthwise convs
 
     @property
     def layer_order(self) -> list[str]:
@@ -200,16 +201,20 @@ def extract_depthwise(source: Source, *, checkpoint=None) -> KernelSet:
         _check_path(checkpoint, WEIGHT_EXTENSIONS, "checkpoint")
     for item in items:
         _check_source(item)
-    loaded = [_load(item, checkpoint) for item in items]
+    loaded, excluded = zip(*(_load(item, checkpoint) for item in items))
+    left_out: dict[int, int] = {}
+    for part in excluded:
+        for k, n in part.items():
+            left_out[k] = left_out.get(k, 0) + n
     if len(loaded) == 1:
-        return _build(loaded[0], _label(items[0], checkpoint, full=True))
+        return _build(loaded[0], _label(items[0], checkpoint, full=True), left_out)
     labels = [_label(item) for item in items]
     if len(set(labels)) < len(labels):
         labels = [f"{label}#{i}" for i, label in enumerate(labels)]
     names = [name for layers in loaded for name, _ in layers]
     if len(set(names)) < len(names):
         loaded = [[(f"{label}/{n}", a) for n, a in layers] for label, layers in zip(labels, loaded)]
-    return _build([layer for layers in loaded for layer in layers], " + ".join(labels))
+    return _build([layer for layers in loaded for layer in layers], " + ".join(labels), left_out)
 
 
 def nonfinite_warning(ks: KernelSet, max_layers: int = 6) -> str | None:
@@ -292,23 +297,24 @@ def _label(item, checkpoint=None, full: bool = False) -> str:
     return os.fspath(item) if full else Path(item).stem
 
 
-def _load(item, checkpoint) -> Layers:
+def _load(item, checkpoint) -> tuple[Layers, dict[int, int]]:
+    """The depthwise layers of ``item`` and {k: kernels} of the ones left out for their size (modules only)."""
+    excluded = {}
     if isinstance(item, KernelSet):
-        layers = item.layers()
-    elif isinstance(item, nn.Module):
-        layers = module_layers(item)
-    elif isinstance(item, str) and item.startswith("timm:"):
-        layers = module_layers(timm_model(item[len("timm:"):], checkpoint))
+        layers, excluded = item.layers(), item.excluded
+    elif isinstance(item, (nn.Module, str)) and (isinstance(item, nn.Module) or item.startswith("timm:")):
+        model = item if isinstance(item, nn.Module) else timm_model(item[len("timm:"):], checkpoint)
+        layers, excluded = module_layers(model), module_excluded(model)
     else:
         path = Path(item)
         layers = {".npy": npy_layers, ".npz": npz_layers}.get(path.suffix.lower(), file_state_layers)(path)
     if not layers:
         raise ValueError(f"{_label(item, checkpoint, full=True)} has no depthwise kernels (conv weights "
                          "(C>1, 1, k, k), k >= 3 odd, groups == in_channels)")
-    return layers
+    return layers, excluded
 
 
-def _build(layers: Layers, source: str) -> KernelSet:
+def _build(layers: Layers, source: str, excluded: dict[int, int] | None = None) -> KernelSet:
     by_size: dict[int, list] = {}
     for name, arr in layers:
         by_size.setdefault(int(arr.shape[-1]), []).append((name, arr))
@@ -317,4 +323,4 @@ def _build(layers: Layers, source: str) -> KernelSet:
         names = list(dict.fromkeys(name for name, _ in items))
         index = np.concatenate([np.full(len(arr), names.index(name), np.int64) for name, arr in items])
         groups[k] = KernelGroup(k, np.concatenate([a for _, a in items]).astype(np.float32, copy=False), index, names)
-    return KernelSet(groups, source, list(dict.fromkeys(name for name, _ in layers)))
+    return KernelSet(groups, source, list(dict.fromkeys(name for name, _ in layers)), dict(excluded or {}))

@@ -18,7 +18,7 @@ from ..core.preprocess import check_dtype
 
 __all__ = ["ARRAY_EXTENSIONS", "WEIGHT_EXTENSIONS", "ALLOWED_EXTENSIONS", "WRAPPER_KEYS", "Layers", "check_array",
            "check_ranges", "module_layers", "file_state_layers", "read_state_dict", "npy_layers", "npz_layers",
-           "timm_model"]
+           "timm_model", "size_excluded", "module_excluded"]
 
 ARRAY_EXTENSIONS = (".npy", ".npz")
 WEIGHT_EXTENSIONS = (".pt", ".pth", ".bin", ".safetensors")
@@ -66,6 +66,22 @@ def module_layers(model: nn.Module) -> Layers:
                          "'cpu'), then load_state_dict)")
     return [(name, conv.weight.detach().to("cpu", torch.float32).numpy().reshape(-1, *conv.kernel_size).copy())
             for name, conv in convs]
+
+
+def size_excluded(shapes) -> dict[int, int]:
+    """{k: kernels} of the depthwise weights (C>1, 1, k, k) in ``shapes`` left out for their size (k even or < 3):
+    what a census reports as skipped sizes."""
+    out: dict[int, int] = {}
+    for c, cin, kh, kw in shapes:
+        if cin == 1 and c > 1 and kh == kw and (kh < 3 or kh % 2 == 0):
+            out[int(kh)] = out.get(int(kh), 0) + int(c)
+    return dict(sorted(out.items()))
+
+
+def module_excluded(model: nn.Module) -> dict[int, int]:
+    """``size_excluded`` of a module's depthwise convs (groups == in_channels)."""
+    return size_excluded(tuple(m.weight.shape) for m in model.modules()
+                         if isinstance(m, nn.Conv2d) and m.groups == m.in_channels and m.weight.ndim == 4)
 
 
 def file_state_layers(path: Path) -> Layers:

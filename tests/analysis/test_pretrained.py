@@ -17,23 +17,23 @@ from dog_init import sample
 from tests.helpers.outside_kernels import OUTSIDE_FAMILIES, outside_kernels
 
 
-@pytest.fixture(scope="module", params=[3, 5, 7])
+@pytest.fixture(scope="module", params=[3, 5, 7, 9, 11, 13])
 def clf(request, pretrained_classifier):
     return pretrained_classifier(request.param)
 
 
 def test_bundled_sizes_and_metadata(clf):
-    assert available_pretrained() == [3, 5, 7]
+    assert available_pretrained() == [3, 5, 7, 9, 11, 13]
     assert clf.meta["format"] == "dog-init-classifier" and clf.meta["trained_on"]["real"]
     assert clf.kind == ("kmeans" if clf.size == 3 else "autoencoder")
-    assert clf.threshold == {3: 0.1, 5: 0.2, 7: 0.3}[clf.size] and clf.symmetric
+    assert clf.threshold == {3: 0.1, 5: 0.2}.get(clf.size, 0.3) and clf.symmetric
     if clf.kind == "autoencoder":
         assert len(clf.codebook) == 10_000 and len(clf.intervals) >= 6
 
 
 def test_unavailable_size_names_the_available_ones():
-    with pytest.raises(ValueError, match=r"9x9.*\[3, 5, 7\].*fit"):
-        KernelClassifier.pretrained(9)
+    with pytest.raises(ValueError, match=r"8x8.*\[3, 5, 7, 9, 11, 13\] and every odd size above 13.*fit"):
+        KernelClassifier.pretrained(8)
 
 
 def test_random_kernels_are_not_clustered(clf):

@@ -13,10 +13,11 @@ TINY = DATA / "tiny.yaml"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 
 
-def run_train(*args, module: str = "train", timeout: int = 600, check: bool = True, launcher=None):
-    """``python -m <module> *args`` from the repository root; returns the CompletedProcess."""
+def run_train(*args, module: str = "train", timeout: int = 600, check: bool = True, launcher=None, env=None):
+    """``python -m <module> *args`` from the repository root (environment ``env``, default ``ENV``); returns the
+    CompletedProcess."""
     cmd = [*(launcher or [sys.executable, "-m"]), module, *map(str, args)]
-    done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(cmd, cwd=ROOT, env=env or ENV, capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done

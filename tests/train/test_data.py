@@ -80,3 +80,10 @@ def test_ffcv_write_and_train_round_trip(tmp_path, cifar_zip):
               "--data.img_size", "32", "--epochs", "1")
     (row,) = metrics(out)
     assert row["eval_images"] == 12 and row["step"] == 3
+    # The ImageNet recipes' augmentation on the FFCV path: RandAugment and random erasing on the device.
+    aug = tmp_path / "augmented"
+    run_train("--config", TINY, "--output-dir", aug, "--data.name", "ffcv", "--data.root", betons,
+              "--data.img_size", "32", "--epochs", "1", "--augment.auto_augment", "rand-m9-mstd0.5-inc1",
+              "--augment.re_prob", "0.25")
+    (row,) = metrics(aug)
+    assert row["step"] == 3 and row["train_loss"] > 0

@@ -18,8 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from ..config import Config, ConfigError
-from .common import (DataBundle, UnreadableImage, balanced_subset, build_mixup, build_transforms, collate_refilling,
-                     collate_skipping, worker_options)
+from .common import (DataBundle, SeededSamples, UnreadableImage, balanced_subset, build_mixup, build_transforms,
+                     collate_refilling, collate_skipping, worker_options)
 from .ffcv import FfcvLoader, build_ffcv
 from .image_folder import CheckedImageFolder, check_image_folder, class_files, load_image
 from .synthetic import SyntheticImages
@@ -27,8 +27,8 @@ from .write_ffcv import sidecar, write_beton
 
 __all__ = ["DataBundle", "UnreadableImage", "SyntheticImages", "CheckedImageFolder", "check_image_folder",
            "class_files", "load_image", "balanced_subset", "build_transforms", "build_data", "build_mixup",
-           "collate_skipping", "collate_refilling", "worker_options", "build_ffcv", "FfcvLoader", "write_beton",
-           "sidecar"]
+           "collate_skipping", "collate_refilling", "worker_options", "SeededSamples", "build_ffcv", "FfcvLoader",
+           "write_beton", "sidecar"]
 
 
 def _check_mixup_batch(cfg: Config) -> None:
@@ -71,10 +71,10 @@ def build_data(cfg: Config, accelerator) -> DataBundle:
     if len(train) < per_step:
         raise ConfigError(f"{len(train)} training images are fewer than one step's batch ({d.batch_size} x "
                           f"{accelerator.num_processes} processes); lower data.batch_size")
-    # Workers are not persistent: each epoch's workers are seeded from the restored RNG, so a resumed run draws
-    # exactly the augmentations an uninterrupted one would.
+    # Workers are not persistent: a new epoch's workers get the dataset copy whose SeededSamples epoch is set.
     options = dict(num_workers=d.workers, pin_memory=torch.cuda.is_available(), **worker_options(d.workers))
-    train_loader = DataLoader(train, batch_size=d.batch_size, shuffle=True, drop_last=True,
+    train_loader = DataLoader(SeededSamples(train, cfg.train.seed), batch_size=d.batch_size, shuffle=True,
+                              drop_last=True,
                               collate_fn=collate_refilling, **options)
     val_loader = DataLoader(val, batch_size=d.eval_batch_size or 2 * d.batch_size, shuffle=False,
                             collate_fn=collate_skipping, **options)

@@ -1,6 +1,7 @@
 """What both image paths of ``train.data`` share: the ``DataBundle`` the trainer gets, class-balanced subsets, timm's
-transforms and mixup, the collate functions that skip or refill unreadable images, and the DataLoader worker options
-by which Ctrl-C / SIGTERM to the process group stop a run resumably.
+transforms and mixup, per-image seeded augmentation (``SeededSamples``), the collate functions that skip or refill
+unreadable images, and the DataLoader worker options by which Ctrl-C / SIGTERM to the process group stop a run
+resumably.
 """
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import functools
 import multiprocessing
 import multiprocessing.context
 import os
+import random
 import signal
 import threading
 from dataclasses import dataclass
@@ -15,12 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from timm.data import Mixup, create_transform
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..config import Config, ConfigError
 
-__all__ = ["DataBundle", "UnreadableImage", "balanced_subset", "build_transforms", "build_mixup", "collate_skipping",
-           "collate_refilling", "worker_options"]
+__all__ = ["DataBundle", "UnreadableImage", "SeededSamples", "balanced_subset", "build_transforms", "build_mixup",
+           "collate_skipping", "collate_refilling", "worker_options"]
 
 
 @dataclass
@@ -32,6 +34,36 @@ class DataBundle:
     n_val: int
     description: str
     prepared: bool = True        # False for FFCV loaders, which shard themselves
+
+
+class SeededSamples(Dataset):
+    """``dataset[i]`` with python's, numpy's and torch's global generators seeded from (seed, epoch, i) for the call
+    and restored after it: an image's augmentation depends on nothing but the run's seed, the epoch and the image, not
+    on which worker loads it or how many images that worker loaded before. So a run resumed in the middle of an
+    epoch (``accelerator.skip_first_batches``) augments every later image exactly as an uninterrupted run does. The
+    epoch comes from ``set_epoch``, which Accelerate's prepared loader calls on its dataset every epoch."""
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        seed = int(np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1)[0])
+        py, npy = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):   # without workers this runs in the training process itself
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(py)
+                np.random.set_state(npy)
 
 
 class UnreadableImage(RuntimeError):

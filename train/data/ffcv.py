@@ -1,8 +1,9 @@
 """FFCV loaders for ``data.name: ffcv``: ``data.root/<split>.beton`` files written by ``python -m train.write_ffcv``.
 
 The same crop and flip as the torchvision path (random-resized crop with ``augment.scale`` / ``ratio``, horizontal
-flip; evaluation centre crop of ``data.crop_pct``), decoded by FFCV's compiled pipelines. RandAugment and random
-erasing have no FFCV counterpart; they are refused here rather than silently dropped. Several processes: training
+flip; evaluation centre crop of ``data.crop_pct``), decoded by FFCV's compiled pipelines. RandAugment, colour jitter
+and random erasing, which FFCV has no operation for, run on the device after loading, batch-wise
+(``train.data.batch_augment``). FFCV's workers are threads of one persistent pool. Several processes: training
 uses FFCV's distributed order (seeded, per epoch); evaluation gives each process a disjoint slice, and the sums are
 reduced, so every image is counted once.
 """
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from ..config import Config, ConfigError
+from .batch_augment import BatchAugment
 from .common import DataBundle, balanced_subset
 from .write_ffcv import sidecar
 
@@ -22,10 +24,11 @@ __all__ = ["build_ffcv", "FfcvLoader"]
 
 
 class FfcvLoader:
-    """An FFCV ``Loader`` that yields ``(images, targets, n_skipped=0)`` like the torchvision path."""
+    """An FFCV ``Loader`` that yields ``(images, targets, n_skipped=0)`` like the torchvision path, its images through
+    ``augment`` (uint8 in, normalised float out) where given."""
 
-    def __init__(self, loader):
-        self.loader = loader
+    def __init__(self, loader, augment=None):
+        self.loader, self.augment = loader, augment
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -35,6 +38,8 @@ class FfcvLoader:
 
     def __iter__(self):
         for images, labels in self.loader:
+            if self.augment is not None:
+                images = self.augment(images)
             yield images, labels, torch.zeros((), dtype=torch.long)
 
 
@@ -62,9 +67,13 @@ def build_ffcv(cfg: Config, accelerator) -> DataBundle:
     except ImportError as err:
         raise ConfigError(f"data.name ffcv needs the ffcv extra ({err}); pip install -e '.[ffcv]'") from None
     d, a = cfg.data, cfg.augment
+    augment = None
     if a.enabled and (a.auto_augment or a.re_prob > 0 or a.color_jitter > 0):
-        raise ConfigError("data.name ffcv supports crop and flip only; set augment.auto_augment null, "
-                          "augment.re_prob 0 and augment.color_jitter 0 (or use data.name imagefolder)")
+        try:
+            augment = BatchAugment(d.mean, d.std, auto_augment=a.auto_augment, color_jitter=a.color_jitter,
+                                   re_prob=a.re_prob, re_mode=a.re_mode)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     train_file, val_file, meta = _files(cfg)
     classes = meta["train"]["classes"]
     device = accelerator.device
@@ -81,6 +90,7 @@ def build_ffcv(cfg: Config, accelerator) -> DataBundle:
         train_images += [RandomHorizontalFlip(a.hflip)] if a.hflip > 0 else []
     else:
         train_images = [CenterCropRGBImageDecoder(size, ratio=d.crop_pct)]
+    train_images += to_torch if augment is not None else tail   # BatchAugment normalises after augmenting
     subsets = {split: balanced_subset(meta[split]["labels"], n, len(classes), d.subset_seed, split)
                for split, n in (("train", d.train_subset), ("val", d.val_subset))}
     n_val = len(meta["val"]["labels"]) if subsets["val"] is None else len(subsets["val"])
@@ -89,12 +99,12 @@ def build_ffcv(cfg: Config, accelerator) -> DataBundle:
     train = Loader(str(train_file), batch_size=d.batch_size, order=OrderOption.RANDOM, seed=cfg.train.seed,
                    distributed=accelerator.num_processes > 1, drop_last=True,
                    indices=None if subsets["train"] is None else subsets["train"].tolist(),
-                   pipelines={"image": train_images + tail, "label": labels}, **common)
+                   pipelines={"image": train_images, "label": labels}, **common)
     val = Loader(str(val_file), batch_size=d.eval_batch_size or 2 * d.batch_size, order=OrderOption.SEQUENTIAL,
                  drop_last=False, indices=val_index[accelerator.process_index::accelerator.num_processes].tolist(),
                  pipelines={"image": [CenterCropRGBImageDecoder(size, ratio=d.crop_pct)] + tail, "label": labels},
                  **common)
     n_train = len(meta["train"]["labels"]) if subsets["train"] is None else len(subsets["train"])
-    return DataBundle(FfcvLoader(train), FfcvLoader(val), len(classes), n_train, n_val,
+    return DataBundle(FfcvLoader(train, augment), FfcvLoader(val), len(classes), n_train, n_val,
                       f"FFCV {d.root}: {n_train} train / {n_val} val images, {len(classes)} classes, "
                       f"{len(train)} batches of {d.batch_size} per process per epoch", prepared=False)
