@@ -24,9 +24,13 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) -m dog_init preview --mix paper --size 7 --n 64 --seed 0 --out demo/kernels.png
 	rm -rf runs/demo
-	$(PY) -m train --config recipes/demo.yaml --output-dir runs/demo
-	@echo "census (one line per census): runs/demo/census.jsonl; metrics: runs/demo/metrics.jsonl"
-	@echo "TensorBoard logs: runs/demo/tensorboard; open them with: $(VENV)/bin/tensorboard --logdir runs/demo/tensorboard"
+	$(PY) -m train --config recipes/demo.yaml --output-dir runs/demo/dog
+	$(PY) -m train --config recipes/demo.yaml --init.name default --output-dir runs/demo/default
+	$(PY) -m train.timeline default=runs/demo/default dog=runs/demo/dog --out runs/demo/timeline.png
+	@echo "two runs, DoG init and its default-init twin: runs/demo/{dog,default} (census.jsonl, metrics.jsonl)"
+	@echo "cluster shares against training time, both runs: runs/demo/timeline.png"
+	@echo "TensorBoard, both runs side by side (custom scalars: family shares, clustered share, top-1):"
+	@echo "  $(VENV)/bin/tensorboard --logdir runs/demo"
 
 # The bundled classifiers in analysis/weights (needs ../shared/data/kernels; about 21 min on 2 CPU cores).
 classifiers: install

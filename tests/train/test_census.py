@@ -86,3 +86,17 @@ def test_census_with_the_dog_fit(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     tags = EventAccumulator(str(out / "tensorboard")).Reload().Tags()["scalars"]
     assert {"fit/k7/on_centre/sigma_median", "fit/k7/on_centre/residual_median"} <= set(tags)
+
+
+def test_a_9x9_convmixer_writes_9x9_census_layers(tmp_path):
+    """Issue 16: kernel size 9 is classified by the bundled 9x9 classifier in the trainer's census."""
+    from tests.helpers.runs import TINY, census, run_train
+    out = tmp_path / "k9"
+    run_train("--config", TINY, "--output-dir", out, "--epochs", "1",
+              "--model.kwargs", "{dim: 32, depth: 2, kernel_size: 9, patch_size: 2}")
+    lines = census(out)
+    assert [line["epoch"] for line in lines] == [0, 1]
+    for line in lines:
+        assert {layer["kernel_size"] for layer in line["layers"]} == {9} and "skipped_sizes" not in line
+        assert set(line["sizes"]) == {"9"} and line["kernels"] == 64
+    assert lines[0]["clustered"] >= 0.9   # DoG init, named by the 9x9 classifier

@@ -39,3 +39,12 @@ def test_tensorboard_serves_the_census(tiny_run):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_every_custom_scalars_chart_shows_data(tiny_run, tmp_path):
+    """What the web page asks TensorBoard for: every chart of the layout has points (benchmarks/tensorboard_check.py;
+    a chart for the EMA appears only in runs that census an EMA)."""
+    from tests.helpers import ROOT
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tensorboard_check.py"), str(tiny_run)],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "every one shows data" in done.stdout, done.stdout + done.stderr
