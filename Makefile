@@ -32,7 +32,7 @@ demo: install
 	@echo "TensorBoard, both runs side by side (custom scalars: family shares, clustered share, top-1):"
 	@echo "  $(VENV)/bin/tensorboard --logdir runs/demo"
 
-# The bundled classifiers in analysis/weights (needs ../shared/data/kernels; about 21 min on 2 CPU cores).
+# The bundled classifiers in analysis/weights (needs ../shared/data/kernels; about an hour on 2 idle CPU cores).
 classifiers: install
 	$(PY) -m analysis.classify.bundle --sizes 3 5 7 9 11 13
 
