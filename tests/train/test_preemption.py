@@ -72,7 +72,8 @@ def test_sigkill_after_a_step_checkpoint_resumes_at_its_batch(uninterrupted, tmp
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     steps = sorted(p.name for p in (out / "checkpoints").glob("step_*"))
-    assert steps and all(s in ("step_20", "step_24") for s in steps), steps   # the newest kept only
+    # the newest only (a kill between writing one and pruning the one before can leave both)
+    assert steps and len(steps) <= 2 and steps[-1] in ("step_20", "step_24") and steps[0] >= "step_16", steps
     done = run_train("--config", TINY, "--output-dir", out, *LONG, "--resume", "auto",
                      "--train.checkpoint_every_steps", "4")
     assert "resumed from" in done.stdout and "step_2" in done.stdout
