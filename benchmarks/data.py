@@ -68,9 +68,11 @@ def torchvision_pass(folder: Path, workers: int, augment: bool) -> tuple[int, fl
     from torch.utils.data import DataLoader
 
     from train.data import CheckedImageFolder, collate_skipping
+    from train.data.common import with_safe_posterize
     extra = dict(auto_augment=AUTO_AUGMENT, re_prob=RE_PROB, re_mode="pixel") if augment else {}
     tf = create_transform(SIZE, is_training=True, scale=(0.08, 1.0), hflip=0.5, color_jitter=None, mean=MEAN,
                           std=STD, **extra)
+    tf = with_safe_posterize(tf)   # what the trainer does (Pillow >= 11 refuses timm's 0-bit posterize)
     loader = DataLoader(CheckedImageFolder(folder, tf), batch_size=BATCH, shuffle=True, drop_last=True,
                         num_workers=workers, collate_fn=collate_skipping)
     return _timed(loader)

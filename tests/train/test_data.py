@@ -87,3 +87,22 @@ def test_ffcv_write_and_train_round_trip(tmp_path, cifar_zip):
               "--augment.re_prob", "0.25")
     (row,) = metrics(aug)
     assert row["step"] == 3 and row["train_loss"] > 0
+
+
+def test_randaugment_posterize_at_full_magnitude_does_not_stop_a_run():
+    """rand-m9-mstd0.5-inc1 (the ImageNet recipes) draws magnitude 10, where timm's posterize keeps 0 bits: a black
+    image, not Pillow's ValueError."""
+    from PIL import Image
+
+    from train.config import load_recipe
+    from train.data.common import build_transforms
+    from tests.helpers import ROOT
+    cfg = load_recipe(str(ROOT / "recipes" / "convmixer_768_32" / "dog.yaml"))
+    cfg.data.img_size = 32
+    train_tf, _ = build_transforms(cfg)
+    (rand,) = [t for t in train_tf.transforms if type(t).__name__ == "RandAugment"]
+    posterize = [op for op in rand.ops if op.name.startswith("Posterize")]
+    assert posterize
+    img = Image.fromarray(np.full((8, 8, 3), 200, np.uint8))
+    assert np.asarray(posterize[0].aug_fn(img, 0)).max() == 0
+    assert np.asarray(posterize[0].aug_fn(img, 4)).max() == 192

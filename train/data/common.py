@@ -16,12 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps
 from timm.data import Mixup, create_transform
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..config import Config, ConfigError
 
 __all__ = ["DataBundle", "UnreadableImage", "SeededSamples", "balanced_subset", "build_transforms", "build_mixup",
+           "with_safe_posterize", "posterize_zero_bits",
            "collate_skipping", "collate_refilling", "worker_options"]
 
 
@@ -101,7 +103,27 @@ def build_transforms(cfg: Config):
     train = create_transform(is_training=True, scale=tuple(a.scale), ratio=tuple(a.ratio), hflip=a.hflip,
                              color_jitter=a.color_jitter or None, auto_augment=a.auto_augment, re_prob=a.re_prob,
                              re_mode=a.re_mode, **common)
-    return train, evaluation
+    return with_safe_posterize(train), evaluation
+
+
+def with_safe_posterize(transform):
+    """``transform`` (timm's) with every posterize op of its RandAugment / AutoAugment ``posterize_zero_bits``."""
+    for op in getattr(transform, "transforms", []):
+        for aug in getattr(op, "ops", []):
+            if getattr(aug, "name", "").startswith("Posterize"):
+                aug.aug_fn = posterize_zero_bits
+    return transform
+
+
+def posterize_zero_bits(img: Image.Image, bits_to_keep: int, **_):
+    """timm's posterize, where keeping 0 bits gives a black image, as Pillow < 11 did. timm's increasing-magnitude
+    posterize asks for 0 bits at magnitude 10 (``rand-m9-mstd0.5-inc1`` draws it about 2 % of the time), which
+    Pillow 11 and later refuse with a ValueError that would stop the run."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, int(bits_to_keep))
 
 
 def build_mixup(cfg: Config, num_classes: int) -> Mixup | None:
