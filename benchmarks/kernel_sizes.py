@@ -44,6 +44,7 @@ from analysis.kernels.timm_models import create_model  # noqa: E402
 from dog_init import dog_init_, sample  # noqa: E402
 from dog_init.files import atomic_folder, strict_json  # noqa: E402
 from dog_init.preview import save_kernel_grid  # noqa: E402
+from tests.helpers.dog_kernels import noisy_dog_kernels  # noqa: E402
 from tests.helpers.outside_kernels import OUTSIDE_FAMILIES, outside_kernels  # noqa: E402
 
 SIZES = (9, 11, 13, 15, 21, 31, 51)
@@ -69,17 +70,12 @@ def accuracy(clf: KernelClassifier, n: int, seed: int) -> dict:
     theirs, labels = outside_kernels(n, k, families=[f for f in OUTSIDE_FAMILIES if f in fams], max_noise=0.3,
                                      seed=seed)
     init, init_names = sample(n * 4, k, "paper", generator=torch.Generator().manual_seed(seed + 1))
-    g = torch.Generator().manual_seed(seed + 2)   # dog_init's ranges, every family, <= 30 % noise, gain, offset
-    plain, plain_names = sample(n * len(fams), k, {f: 1.0 for f in fams}, generator=g)
-    pixel = torch.randn(plain.shape, generator=g)
-    pixel = pixel / pixel.flatten(1).norm(dim=1).view(-1, 1, 1)
-    noisy = torch.exp(torch.randn(len(plain), 1, 1, generator=g)) * (
-        plain + 0.3 * torch.rand(len(plain), 1, 1, generator=g) * pixel) + 3.0
+    noisy, plain_names = noisy_dog_kernels(n * len(fams), k, max_noise=0.3, seed=seed + 2)   # dog_init's ranges
     torch.manual_seed(seed)
     untrained = torch.nn.Conv2d(256, 256, k, groups=256).weight.detach()[:, 0]
     noise = np.random.default_rng(seed).standard_normal((n * 4, k, k)).astype(np.float32)
     return {"ours": float((clf.classify(ours).labels == np.array(names)).mean()),
-            "dog_init_noisy": float((clf.classify(noisy).labels == np.array(plain_names)).mean()),
+            "dog_init_noisy": float((clf.classify(noisy).labels == plain_names).mean()),
             "outside": float((clf.classify(theirs).labels == labels).mean()),
             "dog_init_paper_mix": float((clf.classify(init).labels == np.array(init_names)).mean()),
             "noise_clustered": clf.classify(noise).clustered_share(),

@@ -15,6 +15,7 @@ from analysis.core.labels import families_for
 from analysis.core.symmetry import symmetry_changes
 from analysis.core.synthetic import noisy_family_kernels
 from dog_init import dog_init_, sample
+from tests.helpers.dog_kernels import noisy_dog_kernels
 from tests.helpers.outside_kernels import OUTSIDE_FAMILIES, outside_kernels
 
 LARGE = [9, 11, 13, 21, 31, 51]
@@ -66,13 +67,8 @@ def test_outside_generator_accuracy_at_30_percent_noise(k, pretrained_classifier
 @pytest.mark.parametrize("k", LARGE)
 def test_dog_init_ranges_accuracy_at_30_percent_noise_and_noise(k, pretrained_classifier):
     clf = pretrained_classifier(k)
-    g = torch.Generator().manual_seed(99)
-    kernels, names = sample(900, k, {f: 1.0 for f in families_for(k)}, generator=g)
-    noise = torch.randn(kernels.shape, generator=g)
-    noise = noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1)
-    gain = torch.exp(torch.randn(len(kernels), 1, 1, generator=g))
-    noisy = gain * (kernels + 0.3 * torch.rand(len(kernels), 1, 1, generator=g) * noise) + 3.0
-    assert (clf.classify(noisy).labels == np.array(names)).mean() >= 0.95
+    noisy, names = noisy_dog_kernels(900, k, max_noise=0.3)
+    assert (clf.classify(noisy).labels == names).mean() >= 0.95
     noise = np.random.default_rng(k).standard_normal((3000, k, k)).astype(np.float32)
     assert clf.classify(noise).clustered_share() <= 0.02
 

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from analysis import KernelClassifier, available_pretrained
 from analysis.classify.bundle import held_out_start
 from analysis.core.labels import families_for
-from dog_init import sample
+from tests.helpers.dog_kernels import noisy_dog_kernels
 from tests.helpers.outside_kernels import OUTSIDE_FAMILIES, outside_kernels
 
 
@@ -43,14 +42,8 @@ def test_random_kernels_are_not_clustered(clf):
 
 @pytest.mark.parametrize("size", [5, 7])
 def test_coarse_family_accuracy_on_fresh_noisy_dog_kernels(size, pretrained_classifier):
-    clf = pretrained_classifier(size)
-    g = torch.Generator().manual_seed(99)
-    kernels, names = sample(2000, size, {f: 1.0 for f in families_for(size)}, generator=g)
-    noise = torch.randn(kernels.shape, generator=g)
-    noise = noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1)
-    gain = torch.exp(torch.randn(len(kernels), 1, 1, generator=g))
-    noisy = gain * (kernels + 0.25 * torch.rand(len(kernels), 1, 1, generator=g) * noise) + 3.0
-    assert (clf.classify(noisy).labels == np.array(names)).mean() >= 0.9
+    noisy, names = noisy_dog_kernels(2000, size, max_noise=0.25)
+    assert (pretrained_classifier(size).classify(noisy).labels == names).mean() >= 0.9
 
 
 @pytest.mark.parametrize("size", [3, 5, 7])
