@@ -69,8 +69,9 @@ CIFAR_RUNS  := runs/cifar10_cpu
 cifar-experiment: ARMS = default dog
 cifar-dogconv: ARMS = dogconv dogconv_residual
 # The published depthwise initialisers beside DoG, trained and frozen (issue 17's comparison; docs/results.md).
-ALL_PEER_ARMS := covariance impulse frozen_dog frozen_default covariance_transfer gaussian bank frozen_covariance \
-                 frozen_bank frozen_impulse
+# default and dog are here too, so that every arm of its table and figures ran on the same machine.
+ALL_PEER_ARMS := default dog covariance impulse frozen_dog frozen_default covariance_transfer gaussian bank \
+                 frozen_covariance frozen_bank frozen_impulse
 PEER_ARMS ?= $(ALL_PEER_ARMS)
 cifar-peers: ARMS = $(PEER_ARMS)
 # 9x9 depthwise kernels (issue 16): one seed of each arm, the census over epochs by the bundled 9x9 classifier.

@@ -123,16 +123,17 @@ def _plot_accuracy(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from analysis import save_figure
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for label, s in summary.items():
+    fig, ax = plt.subplots(figsize=(8.0, 4.4))
+    for k, (label, s) in enumerate(summary.items()):
         x = np.arange(1, s["epochs"] + 1)
         mean, std = np.array(s["top1"]).T
-        ax.plot(x, mean, marker="o", markersize=3, label=f"{label} (n={len(s['runs'])})")
-        ax.fill_between(x, mean - std, mean + std, alpha=0.2, linewidth=0)
+        colour, dashes = f"C{k % 10}", "-" if k < 10 else "--"   # ten colours, then dashed lines
+        ax.plot(x, mean, dashes, color=colour, marker="o", markersize=3, label=f"{label} (n={len(s['runs'])})")
+        ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.15, linewidth=0)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test top-1 (%)")
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))   # beside: many arms
     ax.set_title("Top-1 per epoch, mean ± std over seeds", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path, dpi=130, tight=False)
@@ -141,23 +142,21 @@ def _plot_accuracy(summary: dict, path: Path) -> None:
 def _plot_layers(summary: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from analysis import PALETTE, pretty, save_figure
-    fig, axes = plt.subplots(1, len(summary), figsize=(3.6 * len(summary) + 1.6, 3.6), sharey=True, squeeze=False)
-    for ax, (label, s) in zip(axes[0], summary.items()):
+    from analysis import PALETTE, panel_grid, pretty, save_figure
+    fig, axes = panel_grid(len(summary), panel_size=(3.6, 3.6), ylabel="share of the layer's kernels")
+    for i, (ax, (label, s)) in enumerate(zip(axes, summary.items())):
         x = np.arange(len(s["layers"]))
         bottom = np.zeros(len(x))
         for f in _FAMILIES:
             share = np.array([layer[f] for layer in s["layers"]])
-            ax.bar(x, share, bottom=bottom, color=PALETTE[f], width=0.85, label=pretty(f) if ax is axes[0][0] else None)
+            ax.bar(x, share, bottom=bottom, color=PALETTE[f], width=0.85, label=pretty(f) if i == 0 else None)
             bottom += share
         ax.bar(x, 1 - bottom, bottom=bottom, color=PALETTE["unclustered"], width=0.85,
-               label="unclustered" if ax is axes[0][0] else None)
+               label="unclustered" if i == 0 else None)
         ax.set_xticks(x)
         ax.set_xlabel("depthwise layer")
         ax.set_title(f"{label}, epoch {s['final_epoch']}", fontsize=10)
         ax.set_ylim(0, 1)
-    axes[0][0].set_ylabel("share of the layer's kernels")
     fig.legend(loc="center right", fontsize=8, frameon=False)
     fig.suptitle("Cluster shares per layer at the end (mean over seeds)", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1 - 1.5 / fig.get_figwidth(), 1))

@@ -83,11 +83,11 @@ def plot_timeline(groups: dict[str, list[Path]], out: Path, *, ema: bool = False
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from analysis import PALETTE, pretty, save_figure
+    from analysis import PALETTE, panel_grid, pretty, save_figure
 
     data = {label: _group_series(runs, ema) for label, runs in groups.items()}   # errors before drawing
-    fig, axes = plt.subplots(1, len(data), figsize=(4.2 * len(data) + 1.6, 3.9), sharey=True, squeeze=False)
-    for ax, (label, (x, s)) in zip(axes[0], data.items()):
+    fig, axes = panel_grid(len(data), panel_size=(4.2, 3.9), ylabel="share of depthwise kernels")
+    for ax, (label, (x, s)) in zip(axes, data.items()):
         means = [s[f].mean(axis=0) for f in STACK]
         present = [i for i, m in enumerate(means) if m.max() > 0]
         ax.stackplot(x, *[means[i] for i in present], colors=[PALETTE[STACK[i]] for i in present], alpha=0.9,
@@ -103,7 +103,6 @@ def plot_timeline(groups: dict[str, list[Path]], out: Path, *, ema: bool = False
         ax.set_xlim(x.min(), x.max())
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.25)
-    axes[0][0].set_ylabel("share of depthwise kernels")
     handles = [Patch(color=PALETTE[f], label=pretty(f)) for f in reversed(STACK)]
     handles.insert(0, plt.Line2D([], [], color="black", marker="o", markersize=3,
                                  label="clustered (+- std)" if any(len(r) > 1 for r in groups.values())

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from dog_init.files import atomic_path  # noqa: E402
 
-__all__ = ["PALETTE", "DEGENERATE", "colour", "pretty", "save_figure"]
+__all__ = ["PALETTE", "DEGENERATE", "colour", "pretty", "panel_grid", "save_figure"]
 
 DEGENERATE = "degenerate"   # = core.labels.DEGENERATE (checked in figures; core.labels needs torch)
 DPI = 120
@@ -35,6 +35,27 @@ def colour(label: str) -> str:
 
 def pretty(label: str) -> str:
     return str(label).replace("_", " ")
+
+
+def panel_grid(n: int, *, panel_size: tuple[float, float], ylabel: str, legend_width: float = 1.6,
+               columns: int = 4):
+    """``n`` panels (``panel_size`` inches each) in rows of at most ``columns`` (a dozen arms side by side would
+    be unreadable), y shared and labelled at each row's start, room on the right for a figure legend.
+
+    Returns the figure and the ``n`` axes in reading order; the unused cells of the last row are hidden.
+    """
+    if n < 1:
+        raise ValueError(f"panel_grid needs at least one panel, got n={n}")
+    columns = min(n, columns)
+    rows = -(-n // columns)
+    fig, grid = plt.subplots(rows, columns, figsize=(panel_size[0] * columns + legend_width, panel_size[1] * rows),
+                             sharey=True, squeeze=False)
+    cells = list(grid.flat)
+    for row in grid:
+        row[0].set_ylabel(ylabel)
+    for ax in cells[n:]:
+        ax.set_visible(False)
+    return fig, cells[:n]
 
 
 def save_figure(fig, path, *, dpi: int = DPI, tight: bool = True) -> Path:

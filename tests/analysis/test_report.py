@@ -187,6 +187,19 @@ def test_figures_reject_empty_input(tmp_path):
     assert set(LABELS) <= set(figures.PALETTE)
 
 
+@pytest.mark.parametrize("n, shape", [(1, (1, 1)), (4, (1, 4)), (10, (3, 4)), (12, (3, 4))])
+def test_panel_grid_wraps_many_panels_into_rows(n, shape):
+    from analysis.report.style import panel_grid
+    fig, axes = panel_grid(n, panel_size=(3.0, 2.0), ylabel="share")
+    grid = fig.axes
+    assert len(axes) == n and len(grid) == shape[0] * shape[1]
+    assert [ax.get_visible() for ax in grid] == [True] * n + [False] * (len(grid) - n)
+    assert [ax.get_ylabel() for ax in axes] == ["share" if i % shape[1] == 0 else "" for i in range(n)]
+    assert tuple(fig.get_size_inches()) == pytest.approx((3.0 * shape[1] + 1.6, 2.0 * shape[0]))
+    with pytest.raises(ValueError, match="n=0"):
+        panel_grid(0, panel_size=(3.0, 2.0), ylabel="share")
+
+
 # ------------------------------------------------------------------------------------------------------ CLI
 def test_cli_report_tiny_timm_model(clf_dir, tmp_path, capsys):
     import timm
