@@ -4,8 +4,9 @@ Measures, on material the classifiers never saw (seeds other than the bundle's):
 
 * accuracy on labelled kernels at each size, pixel noise up to 30 % of the kernel's norm: the outside generator
   (``tests/helpers/outside_kernels.py``, other closed forms), dog_init's own ranges (``dog_init.sample``, with gain
-  and offset) and the wider ranges the classifiers were trained on (``analysis.core.synthetic.WIDE_PARAMS``); dog_init's own initial kernels (the ``paper`` mix) named as their family; the clustered
-  share of Gaussian noise and of untrained (PyTorch-default) depthwise kernels;
+  and offset) and the wider ranges the classifiers were trained on (``analysis.core.synthetic.WIDE_PARAMS``);
+  dog_init's own initial kernels (the ``paper`` mix) named as their family; the clustered share of Gaussian noise
+  and of untrained (PyTorch-default) depthwise kernels;
 * above 13x13, the window rule (``analysis.classify.windows``: the narrowest window holding 80 % of the kernel's
   energy) against three others: the least dissimilar of all views, only the central 13x13 crop, only the whole kernel
   area-averaged to 13x13;

@@ -4,7 +4,8 @@ A table row whose first cell names an arm in backticks (`` `covariance` ``, the 
 ``recipes/cifar10_cpu/``) is checked against ``docs/cifar10*/results.json`` (written by ``python -m train.results``):
 its top-1 at the last epoch and its clustered shares, as ``mean ± std`` over the seeds (one decimal), or a bare
 mean for one seed, must be those of one of the results.json files holding that arm. The seeds are the row's
-``seeds`` cell, else the ``N seed(s)`` its label states, else 0, 1 and 2. Every arm of the peers' results.json has a row in the README. Hand-copied numbers drift; this keeps them honest.
+``seeds`` cell, else the ``N seed(s)`` its label states, else 0, 1 and 2. Every arm of the peers' results.json has
+a row in the README. Hand-copied numbers drift; this keeps them honest.
 """
 from __future__ import annotations
 
