@@ -32,6 +32,7 @@ _EXPORTS = {
     "fit.fitting": ("fit_families", "FamilyFit"),
     "report.folder": ("run_report",),
     "report.figures": ("kernel_mosaic", "layer_proportions_figure"),
-    "report.style": ("PALETTE", "DEGENERATE", "colour", "pretty", "panel_grid", "save_figure"),
+    "report.style": ("PALETTE", "DEGENERATE", "colour", "pretty", "panel_grid", "legend_beside",
+                     "save_figure"),
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

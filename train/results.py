@@ -142,7 +142,7 @@ def _plot_accuracy(summary: dict, path: Path) -> None:
 def _plot_layers(summary: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
-    from analysis import PALETTE, panel_grid, pretty, save_figure
+    from analysis import PALETTE, legend_beside, panel_grid, pretty, save_figure
     fig, axes = panel_grid(len(summary), panel_size=(3.6, 3.6), ylabel="share of the layer's kernels")
     for i, (ax, (label, s)) in enumerate(zip(axes, summary.items())):
         x = np.arange(len(s["layers"]))
@@ -157,9 +157,8 @@ def _plot_layers(summary: dict, path: Path) -> None:
         ax.set_xlabel("depthwise layer")
         ax.set_title(f"{label}, epoch {s['final_epoch']}", fontsize=10)
         ax.set_ylim(0, 1)
-    fig.legend(loc="center right", fontsize=8, frameon=False)
     fig.suptitle("Cluster shares per layer at the end (mean over seeds)", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1 - 1.5 / fig.get_figwidth(), 1))
+    legend_beside(fig)
     save_figure(fig, path, dpi=130, tight=False)
 
 

@@ -83,7 +83,7 @@ def plot_timeline(groups: dict[str, list[Path]], out: Path, *, ema: bool = False
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from analysis import PALETTE, panel_grid, pretty, save_figure
+    from analysis import PALETTE, legend_beside, panel_grid, pretty, save_figure
 
     data = {label: _group_series(runs, ema) for label, runs in groups.items()}   # errors before drawing
     fig, axes = panel_grid(len(data), panel_size=(4.2, 3.9), ylabel="share of depthwise kernels")
@@ -107,9 +107,8 @@ def plot_timeline(groups: dict[str, list[Path]], out: Path, *, ema: bool = False
     handles.insert(0, plt.Line2D([], [], color="black", marker="o", markersize=3,
                                  label="clustered (+- std)" if any(len(r) > 1 for r in groups.values())
                                  else "clustered"))
-    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     fig.suptitle(title or "Kernel clusters during training" + (" (EMA weights)" if ema else ""), fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1 - 1.5 / fig.get_figwidth(), 1))
+    legend_beside(fig, handles=handles)
     return save_figure(fig, out, dpi=130, tight=False)
 
 

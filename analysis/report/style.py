@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from dog_init.files import atomic_path  # noqa: E402
 
-__all__ = ["PALETTE", "DEGENERATE", "colour", "pretty", "panel_grid", "save_figure"]
+__all__ = ["PALETTE", "DEGENERATE", "colour", "pretty", "panel_grid", "legend_beside", "save_figure"]
 
 DEGENERATE = "degenerate"   # = core.labels.DEGENERATE (checked in figures; core.labels needs torch)
 DPI = 120
@@ -37,10 +37,13 @@ def pretty(label: str) -> str:
     return str(label).replace("_", " ")
 
 
-def panel_grid(n: int, *, panel_size: tuple[float, float], ylabel: str, legend_width: float = 1.6,
-               columns: int = 4):
+LEGEND_WIDTH = 1.6   # inches kept right of a panel grid for its figure legend
+
+
+def panel_grid(n: int, *, panel_size: tuple[float, float], ylabel: str, columns: int = 4):
     """``n`` panels (``panel_size`` inches each) in rows of at most ``columns`` (a dozen arms side by side would
-    be unreadable), y shared and labelled at each row's start, room on the right for a figure legend.
+    be unreadable), y shared and labelled at each row's start, ``LEGEND_WIDTH`` inches on the right for the
+    figure legend that `legend_beside` draws.
 
     Returns the figure and the ``n`` axes in reading order; the unused cells of the last row are hidden.
     """
@@ -48,7 +51,7 @@ def panel_grid(n: int, *, panel_size: tuple[float, float], ylabel: str, legend_w
         raise ValueError(f"panel_grid needs at least one panel, got n={n}")
     columns = min(n, columns)
     rows = -(-n // columns)
-    fig, grid = plt.subplots(rows, columns, figsize=(panel_size[0] * columns + legend_width, panel_size[1] * rows),
+    fig, grid = plt.subplots(rows, columns, figsize=(panel_size[0] * columns + LEGEND_WIDTH, panel_size[1] * rows),
                              sharey=True, squeeze=False)
     cells = list(grid.flat)
     for row in grid:
@@ -56,6 +59,13 @@ def panel_grid(n: int, *, panel_size: tuple[float, float], ylabel: str, legend_w
     for ax in cells[n:]:
         ax.set_visible(False)
     return fig, cells[:n]
+
+
+def legend_beside(fig, **legend_kwargs) -> None:
+    """Draw ``fig``'s legend in the room `panel_grid` kept on the right and lay the panels out left of it
+    (call it last, after the suptitle, so the layout sees every element)."""
+    fig.legend(loc="center right", fontsize=8, frameon=False, **legend_kwargs)
+    fig.tight_layout(rect=(0, 0, 1 - LEGEND_WIDTH / fig.get_figwidth(), 1))
 
 
 def save_figure(fig, path, *, dpi: int = DPI, tight: bool = True) -> Path:
