@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,23 @@ def run_train(*args, module: str = "train", timeout: int = 600, check: bool = Tr
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done
+
+
+def start_train(*args, **popen) -> subprocess.Popen:
+    """``python -m train *args`` in the background, in a session of its own so that `kill_job` reaches its
+    data-loader workers too."""
+    return subprocess.Popen([sys.executable, "-m", "train", *map(str, args)], cwd=ROOT, env=ENV,
+                            start_new_session=True, **popen)
+
+
+def kill_job(proc: subprocess.Popen) -> None:
+    """SIGKILL a `start_train` run with every process of it, as a scheduler's preemption does (killing the trainer
+    alone orphans its workers, which then hang for good on a pipe nobody reads)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:   # the run and its workers had already ended
+        pass
+    proc.wait()
 
 
 def census(run: Path) -> list[dict]:

@@ -3,14 +3,12 @@ stop (exit 143 / 0); ``train.checkpoint_every_steps`` writes mid-epoch checkpoin
 exact batch and ends bit-identical to an uninterrupted run (CPU), whether the run was stopped by a signal or killed."""
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from tests.helpers import ROOT
-from tests.helpers.runs import ENV, TINY, census, metrics, run_train, weights
+from tests.helpers.runs import TINY, census, kill_job, metrics, run_train, start_train, weights
 
 # 30 batches an epoch, with data-loader workers (per-image augmentation seeds) and a 2-step accumulation window.
 LONG = ("--data.synthetic_train", "480", "--epochs", "3", "--seed", "0", "--optim.accumulation", "2")
@@ -33,8 +31,8 @@ def uninterrupted(tmp_path_factory):
 
 
 def _start(out, *extra):
-    return subprocess.Popen([sys.executable, "-m", "train", "--config", str(TINY), "--output-dir", str(out), *LONG,
-                             *extra], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return start_train("--config", TINY, "--output-dir", out, *LONG, *extra, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for(proc, ready, what):
@@ -69,8 +67,7 @@ def test_sigkill_after_a_step_checkpoint_resumes_at_its_batch(uninterrupted, tmp
     out = tmp_path / "run"
     proc = _start(out, "--train.checkpoint_every_steps", "4")
     _wait_for(proc, lambda: (out / "checkpoints" / "step_20").is_dir(), "the step-20 checkpoint")   # epoch 2
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_job(proc)
     steps = sorted(p.name for p in (out / "checkpoints").glob("step_*"))
     # the newest only (a kill between writing one and pruning the one before can leave both)
     assert steps and len(steps) <= 2 and steps[-1] in ("step_20", "step_24") and steps[0] >= "step_16", steps

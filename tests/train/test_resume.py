@@ -7,14 +7,13 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers.runs import ENV, ROOT, TINY, census, metrics, run_train, weights
+from tests.helpers.runs import TINY, census, kill_job, metrics, run_train, start_train, weights
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -32,14 +31,12 @@ def _same_run(a, b):
 
 
 def _kill_when(out, ready, *extra):
-    proc = subprocess.Popen([sys.executable, "-m", "train", "--config", str(TINY), "--output-dir", str(out),
-                             "--seed", "0", *extra], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = start_train("--config", TINY, "--output-dir", out, "--seed", "0", *extra, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not ready() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_job(proc)
 
 
 @pytest.mark.slow
@@ -75,9 +72,8 @@ def test_resume_of_a_missing_checkpoint_path_is_refused(tmp_path):
 
 def test_ctrl_c_leaves_no_partial_checkpoint(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "train", "--config", str(TINY), "--output-dir", str(out),
-                             "--epochs", "4"], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start_train("--config", TINY, "--output-dir", out, "--epochs", "4", stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (out / "checkpoints").is_dir() and time.time() < deadline:
         time.sleep(0.02)
@@ -153,9 +149,8 @@ def test_rescale_without_resume_is_an_error():
 
 
 def _start(out: Path, *extra) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "train", "--config", str(TINY), "--output-dir", str(out),
-                             *map(str, extra)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return start_train("--config", TINY, "--output-dir", out, *extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True)
 
 
 @pytest.mark.slow
@@ -173,8 +168,7 @@ def test_a_second_writer_is_refused_and_a_killed_writer_leaves_no_lock(tmp_path)
         assert f"pid {first.pid}" in second.stderr
         assert set(_snapshot(out)) >= set(before)   # the second run wrote nothing of its own
     finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+        kill_job(first)
     # The kernel dropped the killed run's lock: resuming needs no cleaning up.
     done = run_train("--config", TINY, "--output-dir", out, "--resume", "auto", "--epochs", "1")
     assert done.returncode == 0
