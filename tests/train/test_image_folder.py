@@ -3,7 +3,6 @@ group with DataLoader workers."""
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -15,7 +14,7 @@ from torchvision.datasets.folder import default_loader
 
 from train.config import ConfigError
 from train.data import CheckedImageFolder, UnreadableImage, collate_refilling, collate_skipping, load_image
-from tests.helpers.runs import ENV, ROOT, TINY, metrics, run_train
+from tests.helpers.runs import TINY, kill_job, metrics, run_train, start_train
 
 
 def _png(path, seed: int, size: int = 16) -> None:
@@ -181,11 +180,9 @@ def test_unreadable_image_with_workers_exits_promptly(tmp_path):
 
 def test_sigterm_to_the_process_group_stops_resumably(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "train", "--config", str(TINY), "--data.workers", "2", "--epochs", "50",
-           "--output-dir", str(out)]
     with open(tmp_path / "stderr.txt", "w+") as err:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
+        proc = start_train("--config", TINY, "--data.workers", "2", "--epochs", "50", "--output-dir", out,
+                           stdout=subprocess.DEVNULL, stderr=err)
         try:
             deadline = time.monotonic() + 120
             while not (out / "checkpoints" / "epoch_1").exists():
@@ -197,8 +194,7 @@ def test_sigterm_to_the_process_group_stops_resumably(tmp_path):
             code = proc.wait(timeout=60)
         finally:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                kill_job(proc)
         err.seek(0)
         stderr = err.read()
     assert "killed by signal" not in stderr, stderr[-3000:]
